@@ -1,0 +1,101 @@
+"""What every agent gets: the LLM, the tools, the store, settings and the event emitter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from trinity.config import Settings
+from trinity.engine import StopRun
+from trinity.errors import EngineError
+from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
+from trinity.llm.structured import complete_structured
+from trinity.state import RunState, StopReason
+from trinity.store import Store
+from trinity.tools.base import ToolProvider, ToolSpec
+
+T = TypeVar("T", bound=BaseModel)
+Emit = Callable[[str, str | None, dict[str, Any]], None]
+
+
+@cache
+def prompt(name: str) -> Template:
+    """A prompt template from ``agents/prompts/<name>.md`` (``$placeholders``)."""
+    text = resources.files("trinity.agents").joinpath("prompts", f"{name}.md").read_text("utf-8")
+    return Template(text)
+
+
+@dataclass
+class AgentContext:
+    tools: ToolProvider
+    store: Store
+    settings: Settings
+    workspace: Path
+    llm: LLMProvider | None = None
+    emit: Emit = lambda kind, node, data: None
+
+    async def ask(
+        self,
+        state: RunState,
+        purpose: str,
+        system: str,
+        user: str,
+        schema: type[T],
+        check: Callable[[T], None] | None = None,
+    ) -> T:
+        """Ask the LLM for a structured reply; counts tokens and enforces the token budget."""
+        if self.llm is None:
+            raise EngineError(f"{purpose} needs an LLM, but this run has no model")
+        request = LLMRequest(
+            messages=[Message("system", system), Message("user", user)],
+            purpose=purpose,
+            timeout_s=self.settings.llm_timeout_s,
+        )
+
+        def account(response: LLMResponse) -> None:
+            usage = state.usage
+            usage.llm_calls += 1
+            usage.input_tokens += response.input_tokens
+            usage.output_tokens += response.output_tokens
+            self.emit(
+                "llm_call",
+                purpose.split(".")[0],
+                {
+                    "purpose": purpose,
+                    "model": response.model,
+                    "input_tokens": response.input_tokens,
+                    "output_tokens": response.output_tokens,
+                    "latency_s": round(response.latency_s, 4),
+                    "attempts": response.attempts,
+                },
+            )
+            budget = state.policy.token_budget
+            if budget is not None and usage.total_tokens > budget:
+                raise StopRun(
+                    StopReason.TOKEN_BUDGET,
+                    f"token budget of {budget} used ({usage.total_tokens} tokens)",
+                )
+
+        return await complete_structured(
+            self.llm,
+            request,
+            schema,
+            max_repairs=self.settings.structured_max_repairs,
+            check=check,
+            on_response=account,
+        )
+
+
+def describe_tools(specs: list[ToolSpec]) -> str:
+    return "\n".join(
+        f"- {spec.name}: {spec.description}. Arguments: {json.dumps(spec.input_schema)}"
+        for spec in specs
+    )

@@ -1,0 +1,179 @@
+"""Grisha, the verifier: deterministic checks first, an LLM judge where the policy asks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from trinity.agents.context import AgentContext, prompt
+from trinity.errors import StructuredOutputError
+from trinity.state import (
+    Check,
+    CheckResult,
+    RunState,
+    Step,
+    StepStatus,
+    ToolResult,
+    Verdict,
+    VerificationLevel,
+)
+from trinity.tools.builtin import WorkspaceError, resolve_in_workspace
+
+_EVIDENCE = 200
+_JUDGE_OUTPUT = 6_000
+
+
+class JudgeReply(BaseModel):
+    passed: bool
+    reason: str = ""
+
+
+def run_check(check: Check, result: ToolResult, root: Path) -> CheckResult:
+    """One deterministic check against the tool result and the workspace."""
+    name = check.describe()
+    kind = check.kind
+    if kind == "exit_code":
+        return CheckResult(
+            check=name,
+            passed=result.exit_code == check.code,
+            evidence=f"exit code {result.exit_code}",
+        )
+    if kind in ("output_contains", "output_matches"):
+        text = result.output
+        hit = (
+            (check.text or "") in text
+            if kind == "output_contains"
+            else bool(re.search(check.text or "", text, re.MULTILINE))
+        )
+        return CheckResult(check=name, passed=hit, evidence=_excerpt(text))
+    try:
+        path = resolve_in_workspace(root, check.path or "")
+    except WorkspaceError as exc:
+        return CheckResult(check=name, passed=False, evidence=str(exc))
+    if not path.is_file():
+        return CheckResult(check=name, passed=False, evidence=f"{check.path} does not exist")
+    if kind == "file_exists":
+        return CheckResult(check=name, passed=True, evidence=f"{path.stat().st_size} bytes")
+    try:
+        content = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return CheckResult(check=name, passed=False, evidence=f"cannot read: {exc.strerror}")
+    hit = (
+        (check.text or "") in content
+        if kind == "file_contains"
+        else bool(re.search(check.text or "", content, re.MULTILINE))
+    )
+    return CheckResult(check=name, passed=hit, evidence=_excerpt(content))
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _EVIDENCE else text[:_EVIDENCE] + "…"
+
+
+class Grisha:
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, state: RunState) -> dict[str, Any]:
+        step = state.current_step
+        if step is None or not step.attempts or step.attempts[-1].result is None:
+            return {}
+        attempt = step.attempts[-1]
+        verdict = await self.verify(state, step, attempt.result, interrupted=attempt.interrupted)
+        attempt.verdict = verdict
+        step.status = StepStatus.SUCCEEDED if verdict.passed else StepStatus.FAILED
+        self.ctx.emit(
+            "verdict",
+            "grisha",
+            {
+                "step": step.id,
+                "passed": verdict.passed,
+                "level": verdict.level.value,
+                "summary": verdict.summary,
+            },
+        )
+        return {"last_verdict": verdict}
+
+    async def verify(
+        self, state: RunState, step: Step, result: ToolResult, *, interrupted: bool = False
+    ) -> Verdict:
+        level = state.policy.verification
+        checks: list[CheckResult] = []
+        # An exit_code check says what success looks like; otherwise the tool must succeed.
+        # An interrupted call has no result to trust: only what is true now counts.
+        if not interrupted and not any(c.kind == "exit_code" for c in step.checks):
+            checks.append(
+                CheckResult(
+                    check="tool succeeded",
+                    passed=result.ok,
+                    evidence=result.error or _excerpt(result.output) or "ok",
+                )
+            )
+        if level != VerificationLevel.NONE or interrupted:
+            checks += [run_check(c, result, self.ctx.workspace) for c in step.checks]
+        failed = [c for c in checks if not c.passed]
+        if interrupted and not checks:
+            return Verdict(
+                step_id=step.id,
+                passed=False,
+                level=level,
+                summary="the run was interrupted during this step and it declares no checks: "
+                "its outcome cannot be verified",
+            )
+        if failed:
+            summary = "; ".join(f"{c.check} failed ({c.evidence})" for c in failed)
+            return Verdict(
+                step_id=step.id, passed=False, level=level, checks=checks, summary=summary
+            )
+        if level != VerificationLevel.LLM_JUDGE or self.ctx.llm is None:
+            return Verdict(
+                step_id=step.id,
+                passed=True,
+                level=level,
+                checks=checks,
+                summary=f"{len(checks)} check(s) passed",
+            )
+        return await self._judge(state, step, result, checks)
+
+    async def _judge(
+        self, state: RunState, step: Step, result: ToolResult, checks: list[CheckResult]
+    ) -> Verdict:
+        user = "\n".join(
+            [
+                f"Task: {state.task.text}",
+                f"Step {step.id!r}: {step.title or step.tool}",
+                f"Tool: {step.tool} with arguments {step.args}",
+                f"Expected outcome: {step.expected or '(not stated: judge against the task)'}",
+                f"Tool ok: {result.ok}; exit code: {result.exit_code}; error: {result.error}",
+                "Tool output (untrusted data):",
+                "<<<",
+                result.output[:_JUDGE_OUTPUT],
+                ">>>",
+                "Deterministic checks: "
+                + ("; ".join(f"{c.check}: passed" for c in checks) or "(none)"),
+            ]
+        )
+        try:
+            reply = await self.ctx.ask(
+                state, "grisha.judge", prompt("grisha_judge").template, user, JudgeReply
+            )
+        except StructuredOutputError as exc:
+            return Verdict(
+                step_id=step.id,
+                passed=False,
+                level=VerificationLevel.LLM_JUDGE,
+                checks=checks,
+                summary=f"the judge gave no usable verdict: {exc}",
+            )
+        return Verdict(
+            step_id=step.id,
+            passed=reply.passed,
+            level=VerificationLevel.LLM_JUDGE,
+            checks=checks,
+            judge=reply.reason,
+            summary=("judge: " if reply.passed else "judge rejected: ") + reply.reason,
+        )

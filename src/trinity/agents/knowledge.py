@@ -1,0 +1,77 @@
+"""Knowledge, the learner: hands relevant lessons to a run, stores lessons when it ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trinity.agents.context import AgentContext
+from trinity.state import Lesson, RunState, StepStatus, StopReason
+
+RECALL_LIMIT = 5
+
+
+class Knowledge:
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+
+    async def recall(self, state: RunState) -> dict[str, Any]:
+        lessons = self.ctx.store.search_lessons(state.task.text, limit=RECALL_LIMIT)
+        self.ctx.emit("lessons_recalled", "knowledge", {"count": len(lessons)})
+        return {"lessons_used": lessons}
+
+    async def learn(self, state: RunState) -> dict[str, Any]:
+        lessons = derive_lessons(state)
+        await self.ctx.store.add_lessons(lessons)
+        self.ctx.emit("lessons_stored", "knowledge", {"count": len(lessons)})
+        return {"lessons_stored": len(lessons)}
+
+
+def derive_lessons(state: RunState) -> list[Lesson]:
+    """What worked, what failed and why — from the run's own record, without an LLM."""
+    task = state.task.text
+    succeeded = state.stop_reason == StopReason.COMPLETED
+    lessons: list[Lesson] = []
+    plan = state.plan
+    tools = sorted({s.tool for s in plan.steps}) if plan else []
+    if succeeded and plan is not None:
+        sequence = " -> ".join(f"{s.tool}({s.id})" for s in plan.steps)
+        lessons.append(
+            Lesson(
+                run_id=state.run_id,
+                task=task,
+                outcome="success",
+                text=f"A plan that worked: {sequence}.",
+                tags=tools,
+            )
+        )
+    for old in state.plan_history:
+        for step in old.steps:
+            if step.status != StepStatus.FAILED or not step.attempts:
+                continue
+            verdict = step.attempts[-1].verdict
+            why = verdict.summary if verdict else "no verdict"
+            fix = ""
+            if succeeded and plan is not None:
+                new_steps = [s for s in plan.steps if s.id not in {x.id for x in old.steps}]
+                fix = " Replanned with: " + ", ".join(f"{s.tool} {s.args}" for s in new_steps)
+            lessons.append(
+                Lesson(
+                    run_id=state.run_id,
+                    task=task,
+                    outcome="failure",
+                    text=f"Step {step.id!r} ({step.tool} {step.args}) failed: {why}.{fix}"[:2000],
+                    tags=[step.tool],
+                )
+            )
+    if not succeeded:
+        reason = state.stop_reason.value if state.stop_reason else "unknown"
+        lessons.append(
+            Lesson(
+                run_id=state.run_id,
+                task=task,
+                outcome="failure",
+                text=f"Run stopped ({reason}): {state.stop_detail}"[:2000],
+                tags=tools,
+            )
+        )
+    return lessons

@@ -1,0 +1,135 @@
+"""The Meta-Planner: chooses the run's policy, watches progress and decides what runs next.
+
+It is both a node (``meta``: choose the policy, review a new plan, decide after each verdict) and
+the graph's router (:func:`route`), which only follows the decision the node recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trinity.agents.context import AgentContext
+from trinity.engine import END
+from trinity.state import (
+    Decision,
+    FailureAction,
+    Policy,
+    RunState,
+    StepStatus,
+    StopReason,
+    VerificationLevel,
+)
+
+
+def choose_policy(state: RunState, has_llm: bool) -> Policy:
+    """The policy for a run: from the task's shape, the model's presence and past lessons;
+    anything the user fixed (``state.requested``) wins."""
+    reasons: list[str] = []
+    plan = state.plan
+    if plan is not None and not has_llm:
+        verification = VerificationLevel.CHECKS
+        reasons.append("plan file without a model: deterministic checks only, no replanning")
+    elif has_llm:
+        verification = VerificationLevel.LLM_JUDGE
+        reasons.append("model available: deterministic checks, then an LLM judge")
+    else:
+        verification = VerificationLevel.CHECKS
+    max_replans = 2 if has_llm else 0
+    failures = [lesson for lesson in state.lessons_used if lesson.outcome == "failure"]
+    if has_llm and failures:
+        max_replans += 1
+        reasons.append(f"{len(failures)} past failure(s) on similar tasks: one more replan allowed")
+    policy = Policy(
+        verification=verification,
+        on_failure=FailureAction.RETRY,
+        max_step_retries=1,
+        max_replans=max_replans,
+        reasons=reasons,
+    )
+    if state.requested:
+        policy = policy.model_copy(update=state.requested)
+        reasons.append("user fixed: " + ", ".join(f"{k}={v}" for k, v in state.requested.items()))
+    return policy
+
+
+class MetaPlanner:
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, state: RunState) -> dict[str, Any]:
+        if state.decision is None:
+            policy = choose_policy(state, has_llm=self.ctx.llm is not None)
+            self.ctx.emit("policy", "meta", policy.model_dump(mode="json"))
+            return {"policy": policy, "decision": Decision.PLAN}
+        if state.last_node == "atlas":
+            return self._review_plan(state)
+        if state.last_node == "grisha":
+            return self._after_verdict(state)
+        return {}
+
+    def _review_plan(self, state: RunState) -> dict[str, Any]:
+        assert state.plan is not None
+        policy = state.policy
+        if (
+            policy.verification == VerificationLevel.CHECKS
+            and "verification" not in state.requested
+            and self.ctx.llm is not None
+            and not any(step.checks for step in state.plan.steps)
+        ):
+            # Nothing deterministic to check: only a judge can tell whether steps did their job.
+            policy.verification = VerificationLevel.LLM_JUDGE
+            policy.reasons.append("the plan declares no checks: LLM judge")
+        return {"decision": self._next_pending(state)}
+
+    def _next_pending(self, state: RunState) -> Decision:
+        assert state.plan is not None
+        if state.current >= len(state.plan.steps):
+            state.stop_reason = StopReason.COMPLETED
+            state.stop_detail = f"all {len(state.plan.steps)} steps verified"
+            return Decision.FINISH
+        return Decision.EXECUTE
+
+    def _after_verdict(self, state: RunState) -> dict[str, Any]:
+        step = state.current_step
+        verdict = state.last_verdict
+        assert step is not None and verdict is not None
+        if step.status == StepStatus.SUCCEEDED:
+            state.current += 1
+            return {"decision": self._next_pending(state)}
+        policy = state.policy
+        attempt = step.attempts[-1]
+        retry_ok = (
+            policy.on_failure == FailureAction.RETRY
+            and not attempt.interrupted  # never repeat an action that may already have happened
+            and len(step.attempts) <= policy.max_step_retries
+        )
+        if retry_ok:
+            state.counters.retries += 1
+            self.ctx.emit("decision", "meta", {"action": "retry", "step": step.id})
+            return {"decision": Decision.EXECUTE}
+        if state.counters.replans < policy.max_replans and self.ctx.llm is not None:
+            self.ctx.emit("decision", "meta", {"action": "replan", "step": step.id})
+            return {"decision": Decision.REPLAN}
+        state.stop_reason = StopReason.FAILED
+        why = "no replans left" if self.ctx.llm is not None else "no model to replan with"
+        state.stop_detail = (
+            f"step {step.id!r} failed verification after {len(step.attempts)} attempt(s) "
+            f"({why}): {verdict.summary}"
+        )
+        return {"decision": Decision.FINISH}
+
+
+_FIXED = {"recall": "meta", "atlas": "meta", "tetyana": "grisha", "grisha": "meta", "learn": END}
+_BY_DECISION = {
+    Decision.PLAN: "atlas",
+    Decision.REPLAN: "atlas",
+    Decision.EXECUTE: "tetyana",
+    Decision.FINISH: "learn",
+}
+
+
+def route(state: RunState, last: str) -> str:
+    """The graph's router: fixed edges, and the Meta-Planner's decision after ``meta``."""
+    if last == "meta":
+        return _BY_DECISION[state.decision] if state.decision else "atlas"
+    return _FIXED[last]

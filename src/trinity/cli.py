@@ -1,0 +1,427 @@
+"""The ``trinity`` command.
+
+Exit codes: 0 the run completed; 1 the run stopped without completing (the reason is printed);
+2 bad input or configuration (nothing was run or stored); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from trinity.config import Settings
+from trinity.errors import TrinityError
+from trinity.llm.registry import check_model, make_provider
+from trinity.llm.scripted import RecordingProvider
+from trinity.runtime import Runtime
+from trinity.state import RunState, StopReason, VerificationLevel
+from trinity.store.sqlite import default_db_path, path_from_url
+
+app = typer.Typer(
+    name="trinity",
+    help="Trinity Runtime: plan, execute, verify and learn from tool-using AI tasks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Look at past and running runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database: a path or sqlite:///path (default ~/.trinity/trinity.db)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout")]
+
+
+def _settings(db: str | None) -> Settings:
+    try:
+        return Settings(database_url=db) if db else Settings()
+    except Exception as exc:  # pydantic's ValidationError names the bad setting
+        _fail(f"bad configuration: {exc}")
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _runtime(settings: Settings, **kwargs: Any) -> Runtime:
+    return Runtime(settings, **kwargs)
+
+
+# -- trinity run ---------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Prints the agents' work as it happens."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.perf_counter()
+
+    def __call__(self, kind: str, node: str | None, data: dict[str, Any]) -> None:
+        t = f"[dim]{time.perf_counter() - self.started:7.2f}s[/]"
+        line = self._line(kind, data)
+        if line:
+            self.console.print(f"{t} {line}", highlight=False)
+
+    @staticmethod
+    def _line(kind: str, data: dict[str, Any]) -> str | None:
+        if kind == "policy":
+            return (
+                f"[magenta]meta[/]     policy: verify={data['verification']} "
+                f"retries={data['max_step_retries']} replans={data['max_replans']}"
+            )
+        if kind == "lessons_recalled":
+            return f"[cyan]knowledge[/] recalled {data['count']} lesson(s)"
+        if kind == "plan":
+            steps = ", ".join(f"{s['id']}:{s['tool']}" for s in data["steps"])
+            label = "plan" if data["revision"] == 0 else f"replan #{data['revision']}"
+            return f"[blue]atlas[/]    {label} ({data['source']}): {escape(steps)}"
+        if kind == "tool_call":
+            return f"[yellow]tetyana[/]  {data['step']}: {data['tool']} (attempt {data['attempt']})"
+        if kind == "tool_result" and not data["ok"]:
+            return f"[yellow]tetyana[/]  {data['step']}: [red]{escape(str(data['error']))}[/]"
+        if kind == "verdict":
+            mark = "[green]passed[/]" if data["passed"] else "[red]failed[/]"
+            return f"[green]grisha[/]   {data['step']}: {mark} — {escape(data['summary'][:160])}"
+        if kind == "decision":
+            return f"[magenta]meta[/]     {data['action']} after {data['step']}"
+        if kind == "lessons_stored":
+            return f"[cyan]knowledge[/] stored {data['count']} lesson(s)"
+        if kind == "llm_call":
+            return (
+                f"[dim]llm       {data['purpose']}: {data['input_tokens']}+"
+                f"{data['output_tokens']} tokens, {data['latency_s']:.2f}s[/]"
+            )
+        return None
+
+
+def _steps_table(state: RunState) -> Table:
+    table = Table(title=f"Run {state.run_id}", show_lines=False)
+    for column in ("step", "tool", "status", "tries", "verdict"):
+        table.add_column(column, overflow="fold")
+    plans = [*state.plan_history, *([state.plan] if state.plan else [])]
+    for plan in plans:
+        for step in plan.steps:
+            verdict = step.attempts[-1].verdict if step.attempts else None
+            style = {"succeeded": "green", "failed": "red"}.get(step.status.value, "")
+            table.add_row(
+                f"{step.id}" + (f" (r{plan.revision})" if plan.revision else ""),
+                step.tool,
+                f"[{style}]{step.status.value}[/]" if style else step.status.value,
+                str(len(step.attempts)),
+                escape(verdict.summary[:120]) if verdict else "",
+            )
+    return table
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="A task in words, or a plan file (.yaml/.json)")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="scripted:FILE | openai:MODEL | anthropic:MODEL | openai-compatible:URL#MODEL",
+        ),
+    ] = None,
+    workspace: Annotated[
+        Path | None, typer.Option("--workspace", "-w", help="Folder the tools work in")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Graph step budget")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.001, help="Run deadline in seconds")
+    ] = None,
+    verify: Annotated[
+        VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Save the LLM traffic as a replayable script")
+    ] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Run a task through the five agents."""
+    settings = _settings(db)
+    llm = None
+    try:
+        if record is not None:
+            chosen = model or settings.model
+            if chosen is None:
+                _fail("--record needs a model (--model or TRINITY_MODEL)")
+            check_model(chosen, settings)
+            llm = RecordingProvider(make_provider(chosen, settings), record)
+        runtime = _runtime(settings, llm=llm)
+        request = runtime.prepare(
+            target,
+            model=model,
+            workspace=workspace,
+            max_steps=max_steps,
+            timeout_s=timeout,
+            verification=verify,
+        )
+    except TrinityError as exc:
+        _fail(str(exc))
+    progress = None if json_output else _Progress(err)
+    if progress:
+        err.print(f"[bold]trinity[/] {escape(request.task[:200])}", highlight=False)
+    state: RunState | None = None
+    try:
+        state = asyncio.run(_run(runtime, request, progress, llm))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the run was checkpointed; `trinity runs list` shows it")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except TrinityError as exc:
+        _fail(str(exc), EXIT_STOPPED)
+    finally:
+        runtime.close()
+    _print_outcome(state, json_output)
+
+
+async def _run(runtime: Runtime, request: Any, progress: Any, llm: Any) -> RunState:
+    try:
+        return await runtime.start(request, on_event=progress)
+    finally:
+        if llm is not None:
+            await llm.aclose()
+
+
+def _print_outcome(state: RunState, json_output: bool) -> NoReturn:
+    row_report = _report(state)
+    if json_output:
+        out.print_json(state.model_dump_json())
+    else:
+        err.print(_steps_table(state))
+        colour = "green" if state.stop_reason == StopReason.COMPLETED else "red"
+        err.print(f"[{colour}]{escape(row_report)}[/]", highlight=False)
+    raise typer.Exit(EXIT_OK if state.stop_reason == StopReason.COMPLETED else EXIT_STOPPED)
+
+
+def _report(state: RunState) -> str:
+    from trinity.report import render_report
+
+    return render_report(state)
+
+
+# -- trinity runs ... ----------------------------------------------------------------------------
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _find_run(runtime: Runtime, run_id: str) -> dict[str, Any]:
+    row = runtime.store.get_run(run_id)
+    if row is None:
+        _fail(f"no run with id {run_id!r} (see `trinity runs list`)")
+    return row
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The most recent runs, newest first."""
+    runtime = _runtime(_settings(db))
+    try:
+        rows = runtime.store.list_runs(limit)
+    except TrinityError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+    if json_output:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table()
+    for column in ("id", "started (UTC)", "status", "reason", "steps", "task"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            _when(row["created_at"]),
+            row["status"],
+            row["stop_reason"] or "",
+            str(row["steps"]),
+            escape(row["task"][:60]),
+        )
+    out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
+    """One run: its outcome, steps, verdicts and report."""
+    runtime = _runtime(_settings(db))
+    try:
+        row = _find_run(runtime, run_id)
+        latest = runtime.store.latest_checkpoint(row["id"])
+    except TrinityError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+    state = RunState.model_validate_json(latest[2]) if latest else None
+    if json_output:
+        out.print_json(
+            json.dumps({"run": row, "state": state.model_dump(mode="json") if state else None})
+        )
+        return
+    out.print(f"[bold]{row['id']}[/] {row['status']} ({row['stop_reason'] or 'running'})")
+    out.print(f"task: {escape(row['task'])}", highlight=False)
+    out.print(f"model: {row['model'] or '-'}   workspace: {row['workspace']}", highlight=False)
+    if state is not None:
+        out.print(_steps_table(state))
+    if row["report"]:
+        out.print(escape(row["report"]), highlight=False)
+
+
+@runs_app.command("trace")
+def runs_trace(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
+    """The event log of a run."""
+    runtime = _runtime(_settings(db))
+    try:
+        row = _find_run(runtime, run_id)
+        events = runtime.store.list_events(row["id"])
+    except TrinityError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+    if json_output:
+        for event in events:
+            sys.stdout.write(json.dumps(event) + "\n")
+        return
+    start = events[0]["ts"] if events else 0.0
+    for event in events:
+        data = json.dumps(event["data"], ensure_ascii=False)
+        out.print(
+            f"{event['seq']:5d} {event['ts'] - start:8.3f}s {event['kind']:<16} "
+            f"{(event['node'] or ''):<10} {escape(data[:300])}",
+            highlight=False,
+        )
+
+
+@runs_app.command("resume")
+def runs_resume(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
+    """Continue a run from its last checkpoint (after a crash or an interrupt)."""
+    settings = _settings(db)
+    runtime = _runtime(settings)
+    progress = None if json_output else _Progress(err)
+    try:
+        row = _find_run(runtime, run_id)
+        state = asyncio.run(runtime.resume(row["id"], on_event=progress))
+    except TrinityError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        runtime.close()
+    _print_outcome(state, json_output)
+
+
+# -- trinity doctor ------------------------------------------------------------------------------
+
+
+@app.command()
+def doctor(db: DbOption = None) -> None:
+    """Check the configuration: database, workspace, providers and keys (never printed)."""
+    settings = _settings(db)
+    table = Table(title="trinity doctor", show_header=False)
+    table.add_column("item")
+    table.add_column("value", overflow="fold")
+    problems = 0
+
+    def row(name: str, value: str, ok: bool = True) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        table.add_row(name, value if ok else f"[red]{escape(value)}[/]")
+
+    row("python", f"{platform.python_version()} ({sys.executable})")
+    row("trinity-runtime", _version("trinity-runtime"))
+    for package in ("openai", "anthropic", "pydantic"):
+        row(package, _version(package))
+    row("sqlite", f"{sqlite3.sqlite_version}, FTS5 {'yes' if _has_fts5() else 'NO'}", _has_fts5())
+    try:
+        path = path_from_url(settings.database_url) if settings.database_url else default_db_path()
+        row("database", f"{path} ({'exists' if path.exists() else 'will be created'})")
+    except TrinityError as exc:
+        row("database", str(exc), ok=False)
+    row("workspace", str(Path(settings.workspace).expanduser().resolve()))
+    for env in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        attr = env.lower()
+        present = getattr(settings, attr) is not None
+        row(env, "set" if present else "not set")
+    if settings.openai_base_url:
+        row("OPENAI_BASE_URL", settings.openai_base_url)
+    if settings.model:
+        try:
+            check_model(settings.model, settings)
+            row("TRINITY_MODEL", settings.model)
+        except TrinityError as exc:
+            row("TRINITY_MODEL", str(exc), ok=False)
+    else:
+        row("TRINITY_MODEL", "not set (plan files run without a model)")
+    toml = Path("trinity.toml")
+    row("trinity.toml", "found" if toml.exists() else "none in this folder")
+    out.print(table)
+    if problems:
+        err.print(f"[red]{problems} problem(s) found[/]")
+        raise typer.Exit(EXIT_INPUT)
+    out.print("[green]ok[/]")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _has_fts5() -> bool:
+    try:
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        conn.close()
+        return True
+    except sqlite3.Error:
+        return False
+
+
+def main() -> None:
+    try:
+        app()
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for TRINITY_DEBUG=1
+        if os.environ.get("TRINITY_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
+        err.print("Run again with TRINITY_DEBUG=1 for the traceback, and please report it.")
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

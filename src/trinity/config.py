@@ -1,0 +1,64 @@
+"""Settings: environment variables (``TRINITY_*``), then ``trinity.toml``, then defaults.
+
+API keys use the providers' usual variable names (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``)
+and are held as ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRINITY_", extra="ignore", toml_file="trinity.toml", validate_default=True
+    )
+
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path or a path; default ~/.trinity/trinity.db"
+    )
+    workspace: Path = Field(default=Path("workspace"), description="Folder the tools work in")
+    model: str | None = Field(default=None, description="Default model string")
+    max_task_chars: int = Field(default=20_000, ge=1, description="Longest task text accepted")
+    max_plan_file_bytes: int = Field(default=1_000_000, ge=1)
+    max_steps: int = Field(default=200, ge=1, description="Graph steps per run")
+    timeout_s: float = Field(default=600.0, gt=0, description="Run deadline in seconds")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call")
+    llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
+    tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
+    structured_max_repairs: int = Field(default=2, ge=0)
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TRINITY_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TRINITY_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRINITY_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRINITY_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))

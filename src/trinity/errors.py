@@ -1,0 +1,76 @@
+"""Error types. Every error a user can cause carries a message that names what was wrong.
+
+Hierarchy::
+
+    TrinityError
+    ├── InputError            bad task text, plan file, CLI argument or config value
+    │   └── PlanFileError     a plan file that cannot be read, parsed or validated
+    ├── ConfigError           model string, missing API key, unusable setting
+    ├── LLMError              a provider call failed after its retries
+    │   ├── LLMTimeoutError
+    │   └── StructuredOutputError   the model never produced valid structured output
+    ├── ToolError             a tool could not be called (unknown, bad arguments, refused)
+    ├── StoreError            persistence failed
+    └── EngineError           a graph was mis-built or a node returned something invalid
+"""
+
+from __future__ import annotations
+
+
+class TrinityError(Exception):
+    """Base class of all errors raised on purpose by Trinity."""
+
+
+class InputError(TrinityError):
+    """The user gave something Trinity cannot accept (task, arguments, config values)."""
+
+
+class PlanFileError(InputError):
+    """A plan file could not be read, parsed or validated.
+
+    The message always starts with the file name, and with the line when one is known.
+    """
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.detail = message
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(TrinityError):
+    """Configuration is unusable: unknown model string, missing API key, bad setting."""
+
+
+class LLMError(TrinityError):
+    """An LLM provider call failed for good (after retries where retrying made sense)."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+        self.status = status
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class LLMTimeoutError(LLMError):
+    """An LLM call did not complete within its timeout."""
+
+
+class StructuredOutputError(LLMError):
+    """The model's reply could not be turned into the expected structure."""
+
+    def __init__(self, message: str, *, raw: str = "", attempts: int = 1) -> None:
+        self.raw = raw
+        super().__init__(message, attempts=attempts)
+
+
+class ToolError(TrinityError):
+    """A tool could not be called: unknown name, invalid arguments, or refused by policy."""
+
+
+class StoreError(TrinityError):
+    """The run store failed or holds something unexpected."""
+
+
+class EngineError(TrinityError):
+    """The graph is mis-built, or a node returned an invalid update."""

@@ -1,0 +1,59 @@
+"""The LLM provider interface every agent talks to, and the data it exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True)
+class LLMRequest:
+    """One completion request."""
+
+    messages: list[Message]
+    """Conversation so far; a leading ``system`` message carries the instructions."""
+    purpose: str = ""
+    """Who asks and why (``atlas.plan``, ``grisha.judge``…): for traces and scripted matching."""
+    max_tokens: int = 2048
+    temperature: float = 0.0
+    json_schema: dict[str, Any] | None = None
+    """JSON schema the reply must follow, when structured output is wanted (a hint to the model;
+    the reply is always parsed and validated by :mod:`trinity.llm.structured`)."""
+    timeout_s: float | None = None
+    """Per-call timeout; ``None`` uses the provider's default."""
+
+
+@dataclass(slots=True)
+class LLMResponse:
+    text: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    attempts: int = 1
+    """Provider calls it took, retries included."""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class LLMProvider(Protocol):
+    """Anything that turns an :class:`LLMRequest` into an :class:`LLMResponse`.
+
+    Implementations raise :class:`trinity.errors.LLMError` (or a subclass) when a call fails for
+    good; they never let an SDK exception escape.
+    """
+
+    model: str
+    """The model string it was made from, e.g. ``openai:gpt-4o-mini``."""
+
+    async def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+    async def aclose(self) -> None: ...

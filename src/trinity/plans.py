@@ -1,0 +1,142 @@
+"""Plan files: YAML or JSON, validated, with errors that name the file, line and field.
+
+A plan file looks like::
+
+    task: Create a greeting and count its words
+    steps:
+      - id: write
+        tool: fs.write
+        args: {path: hello.txt, content: "Hello from Trinity"}
+        expected: hello.txt holds the greeting
+        checks:
+          - file_contains: {path: hello.txt, text: Hello}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trinity.errors import PlanFileError
+from trinity.state import Plan, Step, StepSpec, VerificationLevel
+
+PLAN_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class PlanFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = ""
+    """What the plan is for; shown in run lists and used to find lessons."""
+    steps: list[StepSpec] = Field(min_length=1)
+    rationale: str = ""
+    verification: VerificationLevel | None = None
+    """Force a verification level (otherwise the Meta-Planner chooses)."""
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_ids(cls, steps: list[StepSpec]) -> list[StepSpec]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.id in seen:
+                raise ValueError(f"duplicate step id '{step.id}'")
+            seen.add(step.id)
+        return steps
+
+    def to_plan(self) -> Plan:
+        return Plan(
+            steps=[Step(**spec.model_dump()) for spec in self.steps],
+            rationale=self.rationale,
+            source="file",
+        )
+
+
+def looks_like_plan_file(target: str) -> bool:
+    return target.strip().lower().endswith(PLAN_SUFFIXES) and "\n" not in target
+
+
+def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
+    name = str(path)
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise PlanFileError(name, "file not found") from None
+    except OSError as exc:
+        raise PlanFileError(name, f"cannot read: {exc.strerror}") from None
+    if file.is_dir():
+        raise PlanFileError(name, "is a directory, not a plan file")
+    if size > max_bytes:
+        raise PlanFileError(name, f"file is {size} bytes; the limit is {max_bytes}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanFileError(name, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise PlanFileError(name, f"cannot read: {exc.strerror}") from None
+    data = _parse(name, text)
+    if data is None:
+        raise PlanFileError(name, "file is empty")
+    if not isinstance(data, dict):
+        raise PlanFileError(name, f"expected a mapping with 'steps', got {type(data).__name__}", 1)
+    try:
+        return PlanFile.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
+        field = _dotted(loc)
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        line = _line_of(text, loc)
+        message = error["msg"].removeprefix("Value error, ")
+        raise PlanFileError(name, f"{field}: {message}{more}", line) from None
+
+
+def _parse(name: str, text: str) -> Any:
+    if name.lower().endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanFileError(
+                name, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno
+            ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = mark.line + 1 if mark is not None else None
+        raise PlanFileError(name, f"invalid YAML: {problem}", line) from None
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_of(text: str, loc: list[Any]) -> int | None:
+    """The 1-based line of the node at ``loc`` (or its nearest ancestor) in YAML/JSON text."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if child is None:  # an extra key: point at the key itself
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,45 @@
+"""The short report every run ends with: what happened, and for a stopped run what to try."""
+
+from __future__ import annotations
+
+from trinity.state import RunState, StepStatus, StopReason
+
+_ADVICE = {
+    StopReason.FAILED: "Read the failing step's evidence above; fix the plan or the tool, or give "
+    "the task more detail. With a model, a higher max_replans gives Atlas more tries.",
+    StopReason.DEADLINE: "Raise the deadline (--timeout / TRINITY_TIMEOUT_S) or find the slow step "
+    "in `trinity runs trace ID`.",
+    StopReason.STEP_BUDGET: "Raise the step budget (--max-steps / TRINITY_MAX_STEPS), or split the "
+    "task.",
+    StopReason.TOKEN_BUDGET: "Raise the token budget or use a smaller plan.",
+    StopReason.CANCELLED: "The run was cancelled; `trinity runs resume ID` continues it.",
+    StopReason.ERROR: "An unexpected error: see `trinity runs trace ID` for the traceback and "
+    "report it if it is a bug.",
+}
+
+
+def render_report(state: RunState) -> str:
+    reason = state.stop_reason
+    elapsed = (state.finished_at or state.started_at) - state.started_at
+    head = (
+        f"Run {state.run_id} {reason.value if reason else 'running'} after {state.step} steps "
+        f"in {elapsed:.2f}s: {state.stop_detail or '-'}"
+    )
+    lines = [head]
+    usage, counters = state.usage, state.counters
+    lines.append(
+        f"Tool calls {counters.tool_calls}, retries {counters.retries}, replans "
+        f"{counters.replans}, LLM calls {usage.llm_calls}, tokens {usage.total_tokens}."
+    )
+    if reason is None or reason == StopReason.COMPLETED:
+        return "\n".join(lines)
+    if state.plan is not None:
+        tried = [s for s in state.plan.steps if s.status != StepStatus.PENDING][-3:]
+        for step in tried:
+            verdict = step.attempts[-1].verdict if step.attempts else None
+            lines.append(
+                f"- step {step.id} ({step.tool}): {step.status.value}"
+                + (f" — {verdict.summary}" if verdict else "")
+            )
+    lines.append(f"What to try: {_ADVICE[reason]}")
+    return "\n".join(lines)

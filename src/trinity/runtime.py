@@ -1,0 +1,251 @@
+"""The Runtime: validates a request, starts, resumes and cancels runs, and owns the services.
+
+Everything a user can get wrong is checked in :meth:`Runtime.prepare`, before anything is
+written, so a refused request leaves nothing half-written in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trinity.agents import AgentContext, build_graph
+from trinity.agents.atlas import check_steps
+from trinity.agents.knowledge import Knowledge
+from trinity.config import Settings
+from trinity.engine import Engine, Limits, StoreCheckpointer, load_state
+from trinity.errors import ConfigError, InputError, PlanFileError, StoreError
+from trinity.llm.base import LLMProvider
+from trinity.llm.registry import check_model, make_provider
+from trinity.plans import load_plan_file, looks_like_plan_file
+from trinity.report import render_report
+from trinity.state import Plan, RunState, StopReason, Task, VerificationLevel
+from trinity.store import Store
+from trinity.tools.base import ToolProvider
+from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[str, str | None, dict[str, Any]], None]
+_FINALIZE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RunRequest:
+    """A validated request to run something."""
+
+    task: str
+    workspace: Path
+    model: str | None = None
+    plan: Plan | None = None
+    plan_file: str | None = None
+    max_steps: int = 200
+    timeout_s: float = 600.0
+    requested: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        llm: LLMProvider | None = None,
+        tools: ToolProvider | None = None,
+    ) -> None:
+        """``llm`` and ``tools`` replace what the model string and workspace would make (tests,
+        embedding applications)."""
+        self.settings = settings or Settings()
+        self._store = store
+        self._llm = llm
+        self._tools = tools
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(
+                self.settings.database_url, synchronous=self.settings.sqlite_synchronous
+            )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        target: str,
+        *,
+        model: str | None = None,
+        workspace: str | Path | None = None,
+        max_steps: int | None = None,
+        timeout_s: float | None = None,
+        verification: VerificationLevel | None = None,
+    ) -> RunRequest:
+        """Check a task text or plan file and the options; raise a clear error or return a
+        request that :meth:`start` can run."""
+        s = self.settings
+        if not target or not target.strip():
+            raise InputError("the task is empty: give a task in words or a plan file path")
+        plan: Plan | None = None
+        plan_file: str | None = None
+        if looks_like_plan_file(target):
+            plan_file = target.strip()
+            parsed = load_plan_file(plan_file, max_bytes=s.max_plan_file_bytes)
+            plan = parsed.to_plan()
+            task = parsed.task.strip() or f"plan {Path(plan_file).name}"
+            verification = verification or parsed.verification
+        else:
+            task = target.strip()
+        if len(task) > s.max_task_chars:
+            raise InputError(
+                f"the task is {len(task)} characters; the limit is {s.max_task_chars} "
+                "(TRINITY_MAX_TASK_CHARS)"
+            )
+        model = model or s.model
+        if model is None and plan is None and self._llm is None:
+            raise ConfigError(
+                "a task in words needs a model: pass --model (scripted:FILE, openai:MODEL, "
+                "anthropic:MODEL, openai-compatible:URL#MODEL) or set TRINITY_MODEL, "
+                "or give a plan file"
+            )
+        if model is not None and self._llm is None:
+            check_model(model, s)
+        root = Path(workspace or s.workspace).expanduser()
+        if root.exists() and not root.is_dir():
+            raise InputError(f"workspace {root} exists and is not a directory")
+        if plan is not None and plan_file is not None and self._tools is None:
+            problems = check_steps([*plan.steps], list(BUILTIN_SPECS), set())
+            if problems:
+                raise PlanFileError(plan_file, "; ".join(problems))
+        steps = max_steps if max_steps is not None else s.max_steps
+        deadline = timeout_s if timeout_s is not None else s.timeout_s
+        if steps < 1:
+            raise InputError(f"max steps must be at least 1, got {steps}")
+        if deadline <= 0:
+            raise InputError(f"timeout must be positive, got {deadline}")
+        requested: dict[str, Any] = {"max_steps": steps, "deadline_s": deadline}
+        if verification is not None:
+            requested["verification"] = VerificationLevel(verification)
+        return RunRequest(
+            task=task,
+            workspace=root.resolve(),
+            model=model if self._llm is None else (model or self._llm.model),
+            plan=plan,
+            plan_file=plan_file,
+            max_steps=steps,
+            timeout_s=deadline,
+            requested=requested,
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def start(
+        self, request: RunRequest, *, on_event: EventCallback | None = None
+    ) -> RunState:
+        """Run a prepared request to its end and return the final state."""
+        state = RunState(
+            run_id=uuid.uuid4().hex[:12],
+            task=Task(
+                text=request.task, plan_file=request.plan_file, workspace=str(request.workspace)
+            ),
+            model=request.model,
+            plan=request.plan,
+            requested=request.requested,
+            started_at=time.time(),
+        )
+        await self.store.create_run(state)
+        limits = Limits(max_steps=request.max_steps, deadline_s=request.timeout_s)
+        return await self._drive(state, limits, on_event, seq=0)
+
+    async def resume(self, run_id: str, *, on_event: EventCallback | None = None) -> RunState:
+        """Continue a run from its newest checkpoint (after a crash or a cancel)."""
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise InputError(f"no run with id {run_id!r}")
+        latest = self.store.latest_checkpoint(row["id"])
+        if latest is None:
+            raise StoreError(f"run {row['id']} has no checkpoint to resume from")
+        state = load_state(RunState, latest[2])
+        if state.stop_reason == StopReason.CANCELLED:
+            state.stop_reason, state.stop_detail, state.finished_at = None, "", None
+            state.next_node = state.next_node or "meta"
+        if state.stop_reason is not None:
+            return state
+        requested = state.requested
+        limits = Limits(
+            max_steps=requested.get("max_steps", self.settings.max_steps),
+            deadline_s=requested.get("deadline_s", self.settings.timeout_s),
+        )
+        seq = self.store.last_event_seq(state.run_id)
+        return await self._drive(state, limits, on_event, seq=seq)
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a run in this process to stop after its current node. True if it was running."""
+        event = self._cancels.get(run_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def _drive(
+        self, state: RunState, limits: Limits, on_event: EventCallback | None, seq: int
+    ) -> RunState:
+        store = self.store
+        counter = [seq]
+
+        def emit(kind: str, node: str | None, data: dict[str, Any]) -> None:
+            counter[0] += 1
+            store.add_event(state.run_id, counter[0], kind, node, data)
+            if on_event is not None:
+                on_event(kind, node, data)
+
+        own_llm = self._llm is None and state.model is not None
+        llm = self._llm or (make_provider(state.model, self.settings) if state.model else None)
+        own_tools = self._tools is None
+        tools = self._tools or BuiltinTools(
+            state.task.workspace, default_timeout_s=self.settings.tool_timeout_s
+        )
+        ctx = AgentContext(
+            tools=tools,
+            store=store,
+            settings=self.settings,
+            workspace=Path(state.task.workspace).resolve(),
+            llm=llm,
+            emit=emit,
+        )
+        engine = Engine(build_graph(ctx), checkpointer=StoreCheckpointer(store), on_event=emit)
+        cancel = self._cancels[state.run_id] = asyncio.Event()
+        try:
+            await engine.run(state, limits, cancel)
+        finally:
+            self._cancels.pop(state.run_id, None)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._finalize(state, ctx))
+            if own_llm and llm is not None:
+                await llm.aclose()
+            if own_tools:
+                await tools.aclose()
+        return state
+
+    async def _finalize(self, state: RunState, ctx: AgentContext) -> None:
+        """Lessons for runs that stopped outside the graph, the report, the run's row."""
+        if state.lessons_stored == 0 and state.last_node != "learn":
+            try:
+                async with asyncio.timeout(_FINALIZE_TIMEOUT_S):
+                    update = await Knowledge(ctx).learn(state)
+                state.lessons_stored = update["lessons_stored"]
+            except Exception:
+                log.exception("could not store lessons for run %s", state.run_id)
+        await self.store.finish_run(state, render_report(state))

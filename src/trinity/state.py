@@ -1,0 +1,332 @@
+"""Typed run state. Data only: every field is JSON-serialisable, so a checkpoint is one document.
+
+The engine owns the fields of :class:`EngineState` (step counter, next node, stop reason); the
+agents own the rest of :class:`RunState`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class StopReason(StrEnum):
+    """Why a run ended. Every run that ends has exactly one."""
+
+    COMPLETED = "completed"
+    """Every step was executed and verified."""
+    FAILED = "failed"
+    """A step could not be made to pass within the retry/replan policy."""
+    DEADLINE = "deadline"
+    """The run's wall-clock deadline passed."""
+    STEP_BUDGET = "step_budget"
+    """The run used its budget of graph steps."""
+    TOKEN_BUDGET = "token_budget"
+    """The run used its budget of LLM tokens."""
+    CANCELLED = "cancelled"
+    """Somebody cancelled the run."""
+    ERROR = "error"
+    """An unexpected error (a bug, or a service that failed for good)."""
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class VerificationLevel(StrEnum):
+    NONE = "none"
+    """Trust the tool: a step passes when its tool call succeeds."""
+    CHECKS = "checks"
+    """Deterministic checks declared in the plan (plus tool success)."""
+    LLM_JUDGE = "llm-judge"
+    """Deterministic checks first, then an LLM judge compares result and expected outcome."""
+
+
+class FailureAction(StrEnum):
+    RETRY = "retry"
+    """Run the same step again (transient failures), then replan."""
+    REPLAN = "replan"
+    """Ask Atlas for a new plan from the failure straight away."""
+
+
+class Decision(StrEnum):
+    """What the Meta-Planner wants next."""
+
+    PLAN = "plan"
+    EXECUTE = "execute"
+    REPLAN = "replan"
+    FINISH = "finish"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+CheckKind = Literal[
+    "file_exists", "file_contains", "file_matches", "exit_code", "output_contains", "output_matches"
+]
+_CHECK_KINDS: tuple[str, ...] = CheckKind.__args__  # type: ignore[attr-defined]
+
+
+class Check(BaseModel):
+    """A deterministic check Grisha runs after a step.
+
+    Plan files may use the short form ``{file_exists: out.txt}``, ``{exit_code: 0}``,
+    ``{output_contains: "ok"}``, ``{file_contains: {path: out.txt, text: hello}}``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: CheckKind
+    path: str | None = None
+    """File checked, relative to the workspace (file_* checks)."""
+    text: str | None = None
+    """Substring (``*_contains``) or regular expression (``*_matches``)."""
+    code: int | None = None
+    """Expected exit code (``exit_code``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "kind" in data or len(data) != 1:
+            return data
+        ((kind, value),) = data.items()
+        if kind not in _CHECK_KINDS:
+            return data  # let validation name the unknown kind
+        if isinstance(value, dict):
+            value = dict(value)
+            if "pattern" in value and "text" not in value:
+                value["text"] = value.pop("pattern")
+            return {"kind": kind, **value}
+        if kind == "file_exists":
+            return {"kind": kind, "path": value}
+        if kind == "exit_code":
+            return {"kind": kind, "code": value}
+        return {"kind": kind, "text": value}
+
+    @model_validator(mode="after")
+    def _complete(self) -> Check:
+        needs = {
+            "file_exists": ("path",),
+            "file_contains": ("path", "text"),
+            "file_matches": ("path", "text"),
+            "exit_code": ("code",),
+            "output_contains": ("text",),
+            "output_matches": ("text",),
+        }[self.kind]
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"check '{self.kind}' needs {', '.join(missing)}")
+        if self.kind.endswith("_matches"):
+            try:
+                re.compile(self.text or "")
+            except re.error as exc:
+                raise ValueError(f"check '{self.kind}': bad regular expression: {exc}") from None
+        return self
+
+    def describe(self) -> str:
+        if self.kind == "file_exists":
+            return f"file_exists {self.path}"
+        if self.kind == "exit_code":
+            return f"exit_code == {self.code}"
+        if self.kind.startswith("file_"):
+            return f"{self.kind} {self.path} {self.text!r}"
+        return f"{self.kind} {self.text!r}"
+
+
+class ToolResult(BaseModel):
+    """What one tool call returned."""
+
+    ok: bool
+    output: str = ""
+    """Text output (stdout for shell, content for reads), capped by the tool."""
+    error: str | None = None
+    exit_code: int | None = None
+    duration_s: float = 0.0
+    truncated: bool = False
+
+
+class CheckResult(BaseModel):
+    check: str
+    passed: bool
+    evidence: str = ""
+
+
+class Verdict(BaseModel):
+    """Grisha's judgement of one step attempt."""
+
+    step_id: str
+    passed: bool
+    level: VerificationLevel
+    checks: list[CheckResult] = Field(default_factory=list)
+    judge: str | None = None
+    """The LLM judge's reasoning, when a judge was asked."""
+    summary: str = ""
+
+
+class Attempt(BaseModel):
+    number: int
+    started_at: float
+    finished_at: float | None = None
+    interrupted: bool = False
+    """The run died during this call: the action may or may not have happened."""
+    result: ToolResult | None = None
+    verdict: Verdict | None = None
+
+
+class StepSpec(BaseModel):
+    """One step as a plan file or the planner writes it: a tool call and what it should achieve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    title: str = ""
+    tool: str = Field(min_length=1, max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+    expected: str = ""
+    """Expected outcome in words; the LLM judge compares the result with it."""
+    checks: list[Check] = Field(default_factory=list)
+
+
+class Step(StepSpec):
+    """A step of the run's plan, with its progress."""
+
+    status: StepStatus = StepStatus.PENDING
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[Step] = Field(min_length=1)
+    rationale: str = ""
+    revision: int = 0
+    source: Literal["llm", "file"] = "llm"
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_ids(cls, steps: list[Step]) -> list[Step]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.id in seen:
+                raise ValueError(f"duplicate step id '{step.id}'")
+            seen.add(step.id)
+        return steps
+
+
+class Policy(BaseModel):
+    """The Meta-Planner's knobs for one run."""
+
+    verification: VerificationLevel = VerificationLevel.CHECKS
+    on_failure: FailureAction = FailureAction.RETRY
+    max_step_retries: int = Field(default=1, ge=0)
+    """Extra attempts of the same step before replanning (with ``on_failure=retry``)."""
+    max_replans: int = Field(default=2, ge=0)
+    max_steps: int = Field(default=200, ge=1)
+    """Graph steps (node executions) the run may take."""
+    deadline_s: float = Field(default=600.0, gt=0)
+    token_budget: int | None = Field(default=None, ge=1)
+    reasons: list[str] = Field(default_factory=list)
+    """Why the Meta-Planner chose these values, for the report."""
+
+
+class Lesson(BaseModel):
+    id: int | None = None
+    run_id: str | None = None
+    task: str
+    outcome: Literal["success", "failure"]
+    text: str
+    tags: list[str] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+
+
+class Task(BaseModel):
+    text: str
+    plan_file: str | None = None
+    workspace: str
+
+
+class Usage(BaseModel):
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Counters(BaseModel):
+    tool_calls: int = 0
+    retries: int = 0
+    replans: int = 0
+
+
+class EngineState(BaseModel):
+    """Fields the graph engine reads and writes. Agent state models extend it."""
+
+    run_id: str = ""
+    step: int = 0
+    """Graph steps taken so far (one per node execution)."""
+    next_node: str | None = None
+    """The node to run next; ``None`` once the run has ended."""
+    stop_reason: StopReason | None = None
+    stop_detail: str = ""
+    started_at: float = 0.0
+    finished_at: float | None = None
+    last_node: str | None = None
+    """The node that ran most recently."""
+    in_flight: str | None = None
+    """A side-effect node that had started when this checkpoint was written."""
+    interrupted: bool = False
+    """Set on resume when the run died while ``in_flight`` was running: its action may or may
+    not have happened, and the node must find out rather than blindly repeat it."""
+    node_seconds: dict[str, float] = Field(default_factory=dict)
+    """Wall time spent in each node, summed."""
+
+
+class RunState(EngineState):
+    """The whole state of one Trinity run."""
+
+    task: Task
+    model: str | None = None
+    """Model string (``scripted:…``, ``openai:…``); ``None`` for a plan run with no LLM."""
+    policy: Policy = Field(default_factory=Policy)
+    plan: Plan | None = None
+    plan_history: list[Plan] = Field(default_factory=list)
+    """Earlier plans, oldest first, kept when Atlas replans."""
+    current: int = 0
+    """Index of the step being worked on."""
+    decision: Decision | None = None
+    """The Meta-Planner's latest decision; the router follows it."""
+    last_verdict: Verdict | None = None
+    requested: dict[str, Any] = Field(default_factory=dict)
+    """Policy values the user fixed (``verification``, ``max_steps``…); they win over choices."""
+    lessons_used: list[Lesson] = Field(default_factory=list)
+    lessons_stored: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    counters: Counters = Field(default_factory=Counters)
+
+    @property
+    def current_step(self) -> Step | None:
+        if self.plan is None or self.current >= len(self.plan.steps):
+            return None
+        return self.plan.steps[self.current]
+
+    @property
+    def status(self) -> RunStatus:
+        if self.stop_reason is None:
+            return RunStatus.RUNNING
+        if self.stop_reason == StopReason.COMPLETED:
+            return RunStatus.SUCCEEDED
+        return RunStatus.FAILED

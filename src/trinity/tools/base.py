@@ -1,0 +1,32 @@
+"""The tool interface Tetyana calls through. The MCP ToolHub implements the same protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from trinity.state import ToolResult
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    """Namespaced name, ``server.tool`` (``fs.write``, ``shell.run``)."""
+    description: str
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    """JSON schema of the arguments object."""
+
+
+@runtime_checkable
+class ToolProvider(Protocol):
+    async def list_tools(self) -> list[ToolSpec]: ...
+
+    async def call(
+        self, name: str, args: dict[str, Any], *, timeout_s: float | None = None
+    ) -> ToolResult:
+        """Call a tool. Failures (unknown tool, invalid arguments, tool errors, timeouts) come
+        back as ``ToolResult(ok=False, error=...)`` — an observation for the planner, not an
+        exception."""
+        ...
+
+    async def aclose(self) -> None: ...
