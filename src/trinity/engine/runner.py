@@ -71,17 +71,17 @@ class Engine(Generic[S]):
         emit = self.on_event
         if emit:
             emit("run_started", None, {"node": node, "step": state.step})
+        deadline = asyncio.timeout(limits.deadline_s)
         try:
-            async with asyncio.timeout(limits.deadline_s) as deadline:
-                try:
-                    await self._loop(state, node, limits, cancel)
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    # the deadline fired inside a node; leave the timeout block before stopping
-                    raise _DeadlinePassed from None
-        except _DeadlinePassed:
-            self._stop(state, StopReason.DEADLINE, f"run deadline of {limits.deadline_s:g}s passed")
+            async with deadline:
+                await self._loop(state, node, limits, cancel)
+        except TimeoutError as exc:
+            if deadline.expired():
+                self._stop(
+                    state, StopReason.DEADLINE, f"run deadline of {limits.deadline_s:g}s passed"
+                )
+            else:  # a node's own timeout that it did not handle
+                self._stop(state, StopReason.ERROR, _describe(exc))
         except StopRun as stop:
             self._stop(state, stop.reason, stop.detail)
         except asyncio.CancelledError:
@@ -209,14 +209,10 @@ class Engine(Generic[S]):
 def load_state(state_type: type[S], state_json: str) -> S:
     """Rebuild a state from a checkpoint; a node that was in flight is marked interrupted."""
     state = state_type.model_validate_json(state_json)
-    if state.in_flight is not None and state.stop_reason is None:
+    if state.in_flight is not None:
         state.interrupted = True
         state.next_node = state.in_flight
     return state
-
-
-class _DeadlinePassed(Exception):
-    pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,222 @@
+"""The five agents end to end, with the scripted model and the real built-in tools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trinity.config import Settings
+from trinity.llm.scripted import ScriptedProvider
+from trinity.runtime import Runtime
+from trinity.state import StepStatus, StopReason
+from trinity.store import Store
+
+NOTES_PLAN = {
+    "rationale": "write the notes, then count their lines",
+    "steps": [
+        {
+            "id": "write-notes",
+            "title": "Write the notes",
+            "tool": "fs.write",
+            "args": {"path": "notes.txt", "content": "alpha\nbeta\ngamma\n"},
+            "expected": "notes.txt has three lines",
+            "checks": [{"file_contains": {"path": "notes.txt", "text": "beta"}}],
+        },
+        {
+            "id": "count",
+            "tool": "shell.run",
+            "args": {"command": "wc -l < notes.txt"},
+            "expected": "the output is 3",
+            "checks": [{"exit_code": 0}, {"output_matches": "^\\s*3\\s*$"}],
+        },
+    ],
+}
+
+
+def judge(passed: bool, reason: str) -> dict[str, object]:
+    return {
+        "match": {"purpose": "grisha.judge"},
+        "text": json.dumps({"passed": passed, "reason": reason}),
+    }
+
+
+def fenced(value: object) -> str:
+    """What real models tend to send: prose and a fenced block."""
+    return f"Here is the plan:\n```json\n{json.dumps(value, indent=2)}\n```\nLet me know!"
+
+
+async def run_task(settings: Settings, llm: ScriptedProvider, task: str):
+    runtime = Runtime(settings, llm=llm)
+    try:
+        request = runtime.prepare(task, model="scripted:test")
+        return await runtime.start(request)
+    finally:
+        runtime.close()
+
+
+async def test_task_in_words_is_planned_executed_verified_and_learned(
+    settings: Settings, workspace: Path
+) -> None:
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": fenced(NOTES_PLAN)},
+            judge(True, "notes.txt holds the three words"),
+            judge(True, "wc printed 3"),
+        ]
+    )
+    state = await run_task(
+        settings, llm, "Write three Greek letters to notes.txt and count the lines"
+    )
+
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert (workspace / "notes.txt").read_text() == "alpha\nbeta\ngamma\n"
+    assert [s.status for s in state.plan.steps] == [StepStatus.SUCCEEDED] * 2
+    count = state.plan.steps[1].attempts[-1]
+    assert count.result.output.strip() == "3"
+    assert count.verdict.judge == "wc printed 3"
+    assert state.policy.verification == "llm-judge"
+    assert state.usage.llm_calls == 3 and state.usage.total_tokens > 0
+    assert [r.purpose for r in llm.requests] == ["atlas.plan", "grisha.judge", "grisha.judge"]
+    # the judge saw the tool output, fenced as untrusted data
+    assert "<<<" in llm.requests[2].messages[-1].content
+    assert "untrusted" in llm.requests[2].messages[-1].content
+
+    store = Store.open(settings.database_url)
+    try:
+        row = store.get_run(state.run_id)
+        assert row["status"] == "succeeded" and row["stop_reason"] == "completed"
+        kinds = [e["kind"] for e in store.list_events(state.run_id)]
+        for kind in ("policy", "plan", "tool_call", "verdict", "lessons_stored", "run_finished"):
+            assert kind in kinds
+        lessons = store.search_lessons("count lines of notes")
+        assert lessons and lessons[0].outcome == "success"
+        assert "fs.write(write-notes)" in lessons[0].text
+    finally:
+        store.close()
+
+    # a later, similar task gets the lesson in Atlas's prompt
+    again = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(NOTES_PLAN)},
+            judge(True, "ok"),
+            judge(True, "ok"),
+        ]
+    )
+    second = await run_task(settings, again, "Count the lines of the notes file")
+    assert second.stop_reason == StopReason.COMPLETED
+    assert second.lessons_used and second.lessons_used[0].run_id == state.run_id
+    assert "A plan that worked" in again.requests[0].messages[0].content
+
+
+async def test_failed_verification_leads_to_a_replan_that_succeeds(
+    settings: Settings, workspace: Path
+) -> None:
+    bad = {
+        "steps": [
+            {
+                "id": "greet",
+                "tool": "fs.write",
+                "args": {"path": "greeting.txt", "content": "helo world"},
+                "checks": [{"file_contains": {"path": "greeting.txt", "text": "hello"}}],
+            }
+        ]
+    }
+    fixed = {
+        "rationale": "spell it right",
+        "steps": [
+            {
+                "id": "greet-2",
+                "tool": "fs.write",
+                "args": {"path": "greeting.txt", "content": "hello world"},
+                "checks": [{"file_contains": {"path": "greeting.txt", "text": "hello"}}],
+            }
+        ],
+    }
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(bad)},
+            {"match": {"purpose": "atlas.replan"}, "text": json.dumps(fixed)},
+            judge(True, "greeting is right"),
+        ]
+    )
+    state = await run_task(settings, llm, "Write hello world to greeting.txt")
+
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert (workspace / "greeting.txt").read_text() == "hello world"
+    assert state.counters.replans == 1 and state.counters.retries == 1
+    assert len(state.plan_history) == 1
+    failed = state.plan_history[0].steps[0]
+    assert failed.status == StepStatus.FAILED and len(failed.attempts) == 2
+    assert [s.id for s in state.plan.steps] == ["greet-2"]
+    # the judge is not asked when a deterministic check already failed
+    assert [r.purpose for r in llm.requests] == ["atlas.plan", "atlas.replan", "grisha.judge"]
+    replan_brief = llm.requests[1].messages[-1].content
+    assert "greet" in replan_brief and "file_contains greeting.txt 'hello'" in replan_brief
+    assert "greet" in llm.requests[1].messages[0].content  # used ids are named
+
+    store = Store.open(settings.database_url)
+    try:
+        lessons = store.search_lessons("write hello world greeting")
+        failures = [lesson for lesson in lessons if lesson.outcome == "failure"]
+        assert failures and "Replanned with" in failures[0].text
+        assert {row["step_id"] for row in store.list_steps(state.run_id)} == {"greet", "greet-2"}
+    finally:
+        store.close()
+
+
+async def test_plan_file_runs_without_any_model(settings: Settings, workspace: Path) -> None:
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(str(Path(__file__).parent.parent / "examples" / "hello.yaml"))
+        assert request.model is None
+        state = await runtime.start(request)
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert state.usage.llm_calls == 0
+    assert (workspace / "report.md").read_text().strip().endswith("The greeting has 4 words.")
+    assert all(s.status == StepStatus.SUCCEEDED for s in state.plan.steps)
+
+
+async def test_a_model_that_never_plans_validly_fails_clearly(settings: Settings) -> None:
+    llm = ScriptedProvider(
+        [{"match": {"purpose": "atlas"}, "text": "I'd rather chat.", "repeat": True}]
+    )
+    state = await run_task(settings, llm, "Do something useful")
+    assert state.stop_reason == StopReason.FAILED
+    assert "Atlas could not produce a valid plan after 3 attempt(s)" in state.stop_detail
+    assert len(llm.requests) == 3  # first try plus two repairs, then a clean stop
+    assert state.lessons_stored == 1  # the failure is remembered
+
+
+async def test_plan_with_an_unknown_tool_is_sent_back_to_the_model(settings: Settings) -> None:
+    wrong = {"steps": [{"id": "a", "tool": "fs.delete", "args": {"path": "x"}}]}
+    right = {"steps": [{"id": "a", "tool": "fs.write", "args": {"path": "x", "content": "1"}}]}
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(wrong)},
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(right)},
+            judge(True, "written"),
+        ]
+    )
+    state = await run_task(settings, llm, "Write 1 to x")
+    assert state.stop_reason == StopReason.COMPLETED
+    assert "unknown tool 'fs.delete'" in llm.requests[1].messages[-1].content
+
+
+@pytest.mark.parametrize("budget", [3, 5])
+async def test_step_budget_ends_the_run_with_a_report(settings: Settings, budget: int) -> None:
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(
+            str(Path(__file__).parent.parent / "examples" / "hello.yaml"), max_steps=budget
+        )
+        state = await runtime.start(request)
+        row = runtime.store.get_run(state.run_id)
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.STEP_BUDGET
+    assert state.step == budget
+    assert row["status"] == "failed" and "--max-steps" in row["report"]

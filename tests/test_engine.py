@@ -1,0 +1,207 @@
+"""The graph engine on its own: routing, limits, stops, checkpoints and resume."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trinity.engine import (
+    END,
+    Engine,
+    Graph,
+    Limits,
+    MemoryCheckpointer,
+    StopRun,
+    StoreCheckpointer,
+)
+from trinity.errors import EngineError
+from trinity.state import EngineState, StopReason
+from trinity.store import Store
+
+
+class Counter(EngineState):
+    n: int = 0
+    trail: list[str] = []
+
+
+async def add(state: Counter) -> dict[str, object]:
+    return {"n": state.n + 1, "trail": [*state.trail, "add"]}
+
+
+async def mark(state: Counter) -> dict[str, object]:
+    return {"trail": [*state.trail, "mark"]}
+
+
+def until(limit: int):
+    def route(state: Counter, last: str) -> str:
+        if state.n >= limit:
+            return END
+        return "mark" if last == "add" else "add"
+
+    return route
+
+
+def counting_graph(limit: int = 5, **nodes: object) -> Graph[Counter]:
+    return Graph(nodes={"add": add, "mark": mark, **nodes}, router=until(limit), entry="add")  # type: ignore[arg-type]
+
+
+async def test_runs_to_end_and_checkpoints_every_step() -> None:
+    cp = MemoryCheckpointer()
+    state = await Engine(counting_graph(5), checkpointer=cp).run(Counter(run_id="r"))
+    assert state.stop_reason == StopReason.COMPLETED
+    assert state.n == 5
+    assert state.step == 9  # add, mark, add, mark, ... add
+    assert state.trail == ["add", "mark"] * 4 + ["add"]
+    steps = [step for step, _, _ in cp.checkpoints["r"]]
+    assert steps[:-1] == list(range(1, 9))  # one per step (the last step ends the run)
+    assert steps[-1] == 9  # the final checkpoint
+    assert Counter.model_validate_json(cp.checkpoints["r"][-1][2]).stop_reason == "completed"
+
+
+async def test_step_budget_stops_with_reason() -> None:
+    state = await Engine(counting_graph(1000)).run(Counter(run_id="r"), Limits(max_steps=7))
+    assert state.stop_reason == StopReason.STEP_BUDGET
+    assert state.step == 7
+    assert "7" in state.stop_detail
+
+
+async def test_deadline_cuts_a_hung_node() -> None:
+    async def hang(state: Counter) -> None:
+        await asyncio.sleep(60)
+
+    graph = Graph(nodes={"hang": hang}, router=lambda s, last: END, entry="hang")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    state = await Engine(graph).run(Counter(run_id="r"), Limits(deadline_s=0.2))
+    assert state.stop_reason == StopReason.DEADLINE
+    assert loop.time() - started < 1.0
+
+
+async def test_a_node_timeout_inside_is_not_mistaken_for_the_deadline() -> None:
+    async def own_timeout(state: Counter) -> None:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+
+    graph = Graph(nodes={"n": own_timeout}, router=lambda s, last: END, entry="n")
+    state = await Engine(graph).run(Counter(run_id="r"), Limits(deadline_s=30))
+    assert state.stop_reason == StopReason.ERROR
+    assert "TimeoutError" in state.stop_detail
+
+
+async def test_node_error_and_bad_updates_become_typed_stops() -> None:
+    async def boom(state: Counter) -> None:
+        raise ValueError("bad thing")
+
+    async def typo(state: Counter) -> dict[str, int]:
+        return {"nn": 1}
+
+    for node, words in ((boom, "ValueError: bad thing"), (typo, "unknown state field 'nn'")):
+        graph = Graph(nodes={"x": node}, router=lambda s, last: END, entry="x")
+        state = await Engine(graph).run(Counter(run_id="r"))
+        assert state.stop_reason == StopReason.ERROR
+        assert words in state.stop_detail
+
+    lost = Graph(nodes={"x": mark}, router=lambda s, last: "nowhere", entry="x")
+    state = await Engine(lost).run(Counter(run_id="r"))
+    assert state.stop_reason == StopReason.ERROR and "nowhere" in state.stop_detail
+
+
+async def test_stop_run_carries_its_reason() -> None:
+    async def give_up(state: Counter) -> None:
+        raise StopRun(StopReason.FAILED, "cannot be done")
+
+    graph = Graph(nodes={"x": give_up}, router=lambda s, last: END, entry="x")
+    state = await Engine(graph).run(Counter(run_id="r"))
+    assert (state.stop_reason, state.stop_detail) == (StopReason.FAILED, "cannot be done")
+
+
+async def test_cooperative_and_forced_cancellation() -> None:
+    cancel = asyncio.Event()
+
+    async def slow(state: Counter) -> dict[str, int]:
+        await asyncio.sleep(0.01)
+        if state.n == 3:
+            cancel.set()
+        return {"n": state.n + 1}
+
+    graph = Graph(nodes={"s": slow}, router=lambda s, last: "s", entry="s")
+    state = await Engine(graph).run(Counter(run_id="r"), cancel=cancel)
+    assert state.stop_reason == StopReason.CANCELLED and state.n == 4
+
+    cp = MemoryCheckpointer()
+    forced = Counter(run_id="f")
+    task = asyncio.create_task(Engine(graph, checkpointer=cp).run(forced))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert forced.stop_reason == StopReason.CANCELLED
+    last = Counter.model_validate_json(cp.checkpoints["f"][-1][2])
+    assert last.stop_reason == StopReason.CANCELLED
+
+
+async def test_resume_continues_where_the_checkpoint_left_off(tmp_path) -> None:
+    store = Store(tmp_path / "t.db")
+    try:
+        engine = Engine(counting_graph(6), checkpointer=StoreCheckpointer(store))
+        first = await engine.run(Counter(run_id="r"), Limits(max_steps=4))
+        assert first.stop_reason == StopReason.STEP_BUDGET
+        # a budget stop is final; rebuild from the last pre-stop checkpoint as a crash would
+        # leave it, and resume with a bigger budget
+        step, _next_node, doc = store.latest_checkpoint("r")  # type: ignore[misc]
+        crashed = Counter.model_validate_json(doc)
+        assert crashed.n == 2 and step == 4
+        crashed.stop_reason = None
+        crashed.next_node = "add"
+        resumed = await engine.run(crashed, Limits(max_steps=100))
+        assert resumed.stop_reason == StopReason.COMPLETED
+        assert resumed.n == 6
+        assert resumed.trail == ["add", "mark"] * 5 + ["add"]
+    finally:
+        store.close()
+
+
+async def test_side_effect_node_is_marked_in_flight_durably(tmp_path) -> None:
+    store = Store(tmp_path / "t.db")
+    seen: list[str | None] = []
+
+    async def act(state: Counter) -> dict[str, int]:
+        # the marker checkpoint is already on disk while the action runs
+        latest = store.latest_checkpoint("r")
+        assert latest is not None
+        seen.append(Counter.model_validate_json(latest[2]).in_flight)
+        return {"n": state.n + 1}
+
+    graph = Graph(
+        nodes={"act": act},
+        router=lambda s, last: END,
+        entry="act",
+        side_effect_nodes=frozenset({"act"}),
+    )
+    try:
+        state = await Engine(graph, checkpointer=StoreCheckpointer(store)).run(Counter(run_id="r"))
+    finally:
+        store.close()
+    assert seen == ["act"]
+    assert state.in_flight is None and state.stop_reason == StopReason.COMPLETED
+
+
+async def test_many_concurrent_runs_share_group_commits(tmp_path) -> None:
+    store = Store(tmp_path / "t.db")
+    engine = Engine(counting_graph(5), checkpointer=StoreCheckpointer(store), durability="sync")
+    try:
+        states = await asyncio.gather(*(engine.run(Counter(run_id=f"r{i}")) for i in range(200)))
+        assert all(s.stop_reason == StopReason.COMPLETED for s in states)
+        assert store.count("checkpoints") == 200 * 9
+        # 1,800 durable checkpoints (plus final ones) in far fewer transactions
+        assert store.writer.batches < 200 * 9 / 5
+    finally:
+        store.close()
+
+
+def test_graph_validation() -> None:
+    with pytest.raises(EngineError, match="entry node"):
+        Graph(nodes={"a": add}, router=until(1), entry="b")
+    with pytest.raises(EngineError, match="side-effect"):
+        Graph(nodes={"a": add}, router=until(1), entry="a", side_effect_nodes=frozenset({"z"}))
