@@ -1,0 +1,283 @@
+"""Engine overhead: Trinity's graph engine beside LangGraph, in one process run.
+
+    python bench/engine_overhead.py            # full run (about a minute)
+    python bench/engine_overhead.py --quick    # smaller numbers, for a smoke test
+
+Part 1 — per-step cost of the same 5-node cycle (meta -> planner -> executor -> verifier ->
+knowledge -> meta ...) with trivial nodes, about 1,000 steps per run: without a checkpointer,
+and with SQLite checkpoints in a file (one checkpoint per step; synchronous=FULL, the default of
+both). ``durability=sync`` waits for each checkpoint's commit before the next step;
+``durability=async`` writes checkpoints behind the run and waits for them at the end.
+
+Part 2 — N concurrent runs of 10 steps whose node awaits 10 ms (ideal wall time 0.1 s).
+
+LangGraph is optional (``pip install -e .[bench]``); without it only Trinity's column is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypedDict
+
+from trinity.engine import END, Engine, Graph, StoreCheckpointer
+from trinity.state import EngineState
+from trinity.store import Store
+
+CYCLE = ["meta", "planner", "executor", "verifier", "knowledge"]
+NEXT = {name: CYCLE[(i + 1) % len(CYCLE)] for i, name in enumerate(CYCLE)}
+
+try:
+    import langgraph
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END as LG_END
+    from langgraph.graph import START, StateGraph
+
+    LANGGRAPH = getattr(langgraph, "__version__", None) or __import__("importlib.metadata").metadata.version("langgraph")
+except ImportError:  # the bench extra is not installed
+    LANGGRAPH = None
+
+
+# -- Trinity -------------------------------------------------------------------------------------
+
+
+class BenchState(EngineState):
+    n: int = 0
+    limit: int = 0
+
+
+def trinity_graph(sleep_s: float) -> Graph[BenchState]:
+    async def trivial(state: BenchState) -> dict[str, int]:
+        return {"n": state.n + 1}
+
+    async def waiting(state: BenchState) -> dict[str, int]:
+        await asyncio.sleep(sleep_s)
+        return {"n": state.n + 1}
+
+    node = waiting if sleep_s else trivial
+
+    def route(state: BenchState, last: str) -> str:
+        return END if state.n >= state.limit else NEXT[last]
+
+    return Graph(nodes=dict.fromkeys(CYCLE, node), router=route, entry="meta")
+
+
+class TrinityRunner:
+    name = "Trinity"
+
+    def __init__(self, folder: Path, sleep_s: float, checkpoints: bool, durability: str) -> None:
+        self.store = Store(folder / "trinity.db") if checkpoints else None
+        cp = StoreCheckpointer(self.store) if self.store else None
+        self.engine = Engine(trinity_graph(sleep_s), checkpointer=cp, durability=durability)  # type: ignore[arg-type]
+        self.count = 0
+
+    async def run(self, steps: int) -> int:
+        self.count += 1
+        state = await self.engine.run(BenchState(run_id=f"r{self.count}", limit=steps))
+        return state.n
+
+    async def close(self) -> None:
+        if self.store:
+            self.store.close()
+
+
+# -- LangGraph -----------------------------------------------------------------------------------
+
+
+class LGState(TypedDict):
+    n: int
+    limit: int
+
+
+def langgraph_builder(sleep_s: float) -> Any:
+    def trivial(state: LGState) -> dict[str, int]:
+        return {"n": state["n"] + 1}
+
+    async def waiting(state: LGState) -> dict[str, int]:
+        await asyncio.sleep(sleep_s)
+        return {"n": state["n"] + 1}
+
+    builder = StateGraph(LGState)
+    for name in CYCLE:
+        builder.add_node(name, waiting if sleep_s else trivial)
+    builder.add_edge(START, "meta")
+    for name in CYCLE:
+        target = NEXT[name]
+        builder.add_conditional_edges(
+            name,
+            lambda s, target=target: LG_END if s["n"] >= s["limit"] else target,
+            [target, LG_END],
+        )
+    return builder
+
+
+class LangGraphRunner:
+    name = "LangGraph"
+
+    def __init__(self, folder: Path, sleep_s: float, checkpoints: bool, durability: str) -> None:
+        self.folder = folder
+        self.builder = langgraph_builder(sleep_s)
+        self.checkpoints = checkpoints
+        self.durability = durability
+        self.graph: Any = None
+        self._saver_cm: Any = None
+        self.count = 0
+
+    async def open(self) -> None:
+        saver = None
+        if self.checkpoints:
+            self._saver_cm = AsyncSqliteSaver.from_conn_string(str(self.folder / "lg.db"))
+            saver = await self._saver_cm.__aenter__()
+        self.graph = self.builder.compile(checkpointer=saver)
+
+    async def run(self, steps: int) -> int:
+        self.count += 1
+        config = {"recursion_limit": steps + 10, "configurable": {"thread_id": f"t{self.count}"}}
+        out = await self.graph.ainvoke(
+            {"n": 0, "limit": steps}, config, durability=self.durability if self.checkpoints else None
+        )
+        return out["n"]
+
+    async def close(self) -> None:
+        if self._saver_cm is not None:
+            await self._saver_cm.__aexit__(None, None, None)
+
+
+class LangGraphSyncRunner:
+    """LangGraph's synchronous API with the synchronous SqliteSaver (often its fastest path)."""
+
+    name = "LangGraph (sync API)"
+
+    def __init__(self, folder: Path, sleep_s: float, checkpoints: bool, durability: str) -> None:
+        self.conn = sqlite3.connect(folder / "lg-sync.db", check_same_thread=False) if checkpoints else None
+        saver = SqliteSaver(self.conn) if self.conn else None
+        self.graph = langgraph_builder(0.0).compile(checkpointer=saver)
+        self.durability = durability if checkpoints else None
+        self.count = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def run(self, steps: int) -> int:
+        self.count += 1
+        config = {"recursion_limit": steps + 10, "configurable": {"thread_id": f"s{self.count}"}}
+        return self.graph.invoke({"n": 0, "limit": steps}, config, durability=self.durability)["n"]
+
+    async def close(self) -> None:
+        if self.conn:
+            self.conn.close()
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+async def per_step_us(factory: Callable[[], Any], steps: int, repeats: int) -> float:
+    runner = factory()
+    if hasattr(runner, "open"):
+        await runner.open()
+    try:
+        assert await runner.run(20) == 20  # warm up
+        samples = []
+        for _ in range(repeats):
+            gc.collect()
+            started = time.perf_counter()
+            done = await runner.run(steps)
+            samples.append((time.perf_counter() - started) / done * 1e6)
+            assert done == steps
+        return statistics.median(samples)
+    finally:
+        await runner.close()
+
+
+async def concurrent_wall_s(factory: Callable[[], Any], runs: int, steps: int) -> float:
+    runner = factory()
+    if hasattr(runner, "open"):
+        await runner.open()
+    try:
+        await runner.run(steps)  # warm up
+        gc.collect()
+        started = time.perf_counter()
+        results = await asyncio.gather(*(runner.run(steps) for _ in range(runs)))
+        wall = time.perf_counter() - started
+        assert all(r == steps for r in results)
+        return wall
+    finally:
+        await runner.close()
+
+
+def table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return "\n".join([f"\n{title}\n", line, rule, *body])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    args = parser.parse_args()
+    steps = 200 if args.quick else 1000
+    repeats = 3 if args.quick else 5
+    fan = [1, 10, 100] if args.quick else [1, 100, 1000]
+
+    folder = Path(tempfile.mkdtemp(prefix="trinity-bench-"))
+    print(f"Python {os.sys.version.split()[0]}, {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}")
+    print(f"LangGraph: {LANGGRAPH or 'not installed (pip install -e .[bench])'}")
+    print(f"databases in {folder} (synchronous=FULL, WAL)")
+
+    def make(cls: Any, sleep_s: float, checkpoints: bool, durability: str = "async") -> Callable[[], Any]:
+        def build() -> Any:
+            sub = Path(tempfile.mkdtemp(dir=folder))
+            return cls(sub, sleep_s, checkpoints, durability)
+
+        return build
+
+    try:
+        rows = []
+        modes = [("no checkpointer", False, "async"), ("SQLite, durability=sync", True, "sync"),
+                 ("SQLite, durability=async", True, "async")]
+        for label, checkpoints, durability in modes:
+            ours = await per_step_us(make(TrinityRunner, 0.0, checkpoints, durability), steps, repeats)
+            row = [label, f"{ours:.1f}"]
+            if LANGGRAPH:
+                theirs = await per_step_us(make(LangGraphRunner, 0.0, checkpoints, durability), steps, repeats)
+                sync_api = await per_step_us(make(LangGraphSyncRunner, 0.0, checkpoints, durability), steps, repeats)
+                best = min(theirs, sync_api)
+                row += [f"{theirs:.1f}", f"{sync_api:.1f}", f"{best / ours:.1f}x"]
+            rows.append(row)
+        header = ["per-step cost, µs (median)", "Trinity"]
+        if LANGGRAPH:
+            header += ["LangGraph ainvoke", "LangGraph invoke", "LangGraph best / Trinity"]
+        print(table(f"Part 1: {steps}-step run of a 5-node cycle, trivial nodes", header, rows))
+
+        rows = []
+        ideal = 10 * 0.010
+        for runs in fan:
+            for label, checkpoints, durability in modes:
+                ours = await concurrent_wall_s(make(TrinityRunner, 0.010, checkpoints, durability), runs, 10)
+                row = [str(runs), label, f"{ours:.3f}", f"{ours / ideal:.2f}x"]
+                if LANGGRAPH:
+                    theirs = await concurrent_wall_s(make(LangGraphRunner, 0.010, checkpoints, durability), runs, 10)
+                    row += [f"{theirs:.3f}", f"{theirs / ideal:.2f}x"]
+                rows.append(row)
+        header = ["runs", "mode", "Trinity wall s", "x ideal"]
+        if LANGGRAPH:
+            header += ["LangGraph wall s", "x ideal"]
+        print(table("Part 2: concurrent runs of 10 steps, each node awaits 10 ms (ideal 0.100 s)", header, rows))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
