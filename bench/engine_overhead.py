@@ -23,9 +23,11 @@ import os
 import shutil
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -37,13 +39,12 @@ CYCLE = ["meta", "planner", "executor", "verifier", "knowledge"]
 NEXT = {name: CYCLE[(i + 1) % len(CYCLE)] for i, name in enumerate(CYCLE)}
 
 try:
-    import langgraph
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph import END as LG_END
     from langgraph.graph import START, StateGraph
 
-    LANGGRAPH = getattr(langgraph, "__version__", None) or __import__("importlib.metadata").metadata.version("langgraph")
+    LANGGRAPH = metadata.version("langgraph")
 except ImportError:  # the bench extra is not installed
     LANGGRAPH = None
 
@@ -144,7 +145,9 @@ class LangGraphRunner:
         self.count += 1
         config = {"recursion_limit": steps + 10, "configurable": {"thread_id": f"t{self.count}"}}
         out = await self.graph.ainvoke(
-            {"n": 0, "limit": steps}, config, durability=self.durability if self.checkpoints else None
+            {"n": 0, "limit": steps},
+            config,
+            durability=self.durability if self.checkpoints else None,
         )
         return out["n"]
 
@@ -159,7 +162,9 @@ class LangGraphSyncRunner:
     name = "LangGraph (sync API)"
 
     def __init__(self, folder: Path, sleep_s: float, checkpoints: bool, durability: str) -> None:
-        self.conn = sqlite3.connect(folder / "lg-sync.db", check_same_thread=False) if checkpoints else None
+        self.conn = (
+            sqlite3.connect(folder / "lg-sync.db", check_same_thread=False) if checkpoints else None
+        )
         saver = SqliteSaver(self.conn) if self.conn else None
         self.graph = langgraph_builder(0.0).compile(checkpointer=saver)
         self.durability = durability if checkpoints else None
@@ -219,7 +224,9 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
     return "\n".join([f"\n{title}\n", line, rule, *body])
 
 
@@ -232,11 +239,15 @@ async def main() -> None:
     fan = [1, 10, 100] if args.quick else [1, 100, 1000]
 
     folder = Path(tempfile.mkdtemp(prefix="trinity-bench-"))
-    print(f"Python {os.sys.version.split()[0]}, {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}")
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}"
+    )
     print(f"LangGraph: {LANGGRAPH or 'not installed (pip install -e .[bench])'}")
     print(f"databases in {folder} (synchronous=FULL, WAL)")
 
-    def make(cls: Any, sleep_s: float, checkpoints: bool, durability: str = "async") -> Callable[[], Any]:
+    def make(
+        cls: Any, sleep_s: float, checkpoints: bool, durability: str = "async"
+    ) -> Callable[[], Any]:
         def build() -> Any:
             sub = Path(tempfile.mkdtemp(dir=folder))
             return cls(sub, sleep_s, checkpoints, durability)
@@ -245,14 +256,23 @@ async def main() -> None:
 
     try:
         rows = []
-        modes = [("no checkpointer", False, "async"), ("SQLite, durability=sync", True, "sync"),
-                 ("SQLite, durability=async", True, "async")]
+        modes = [
+            ("no checkpointer", False, "async"),
+            ("SQLite, durability=sync", True, "sync"),
+            ("SQLite, durability=async", True, "async"),
+        ]
         for label, checkpoints, durability in modes:
-            ours = await per_step_us(make(TrinityRunner, 0.0, checkpoints, durability), steps, repeats)
+            ours = await per_step_us(
+                make(TrinityRunner, 0.0, checkpoints, durability), steps, repeats
+            )
             row = [label, f"{ours:.1f}"]
             if LANGGRAPH:
-                theirs = await per_step_us(make(LangGraphRunner, 0.0, checkpoints, durability), steps, repeats)
-                sync_api = await per_step_us(make(LangGraphSyncRunner, 0.0, checkpoints, durability), steps, repeats)
+                theirs = await per_step_us(
+                    make(LangGraphRunner, 0.0, checkpoints, durability), steps, repeats
+                )
+                sync_api = await per_step_us(
+                    make(LangGraphSyncRunner, 0.0, checkpoints, durability), steps, repeats
+                )
                 best = min(theirs, sync_api)
                 row += [f"{theirs:.1f}", f"{sync_api:.1f}", f"{best / ours:.1f}x"]
             rows.append(row)
@@ -265,16 +285,26 @@ async def main() -> None:
         ideal = 10 * 0.010
         for runs in fan:
             for label, checkpoints, durability in modes:
-                ours = await concurrent_wall_s(make(TrinityRunner, 0.010, checkpoints, durability), runs, 10)
+                ours = await concurrent_wall_s(
+                    make(TrinityRunner, 0.010, checkpoints, durability), runs, 10
+                )
                 row = [str(runs), label, f"{ours:.3f}", f"{ours / ideal:.2f}x"]
                 if LANGGRAPH:
-                    theirs = await concurrent_wall_s(make(LangGraphRunner, 0.010, checkpoints, durability), runs, 10)
+                    theirs = await concurrent_wall_s(
+                        make(LangGraphRunner, 0.010, checkpoints, durability), runs, 10
+                    )
                     row += [f"{theirs:.3f}", f"{theirs / ideal:.2f}x"]
                 rows.append(row)
         header = ["runs", "mode", "Trinity wall s", "x ideal"]
         if LANGGRAPH:
             header += ["LangGraph wall s", "x ideal"]
-        print(table("Part 2: concurrent runs of 10 steps, each node awaits 10 ms (ideal 0.100 s)", header, rows))
+        print(
+            table(
+                "Part 2: concurrent runs of 10 steps, each node awaits 10 ms (ideal 0.100 s)",
+                header,
+                rows,
+            )
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -61,7 +61,8 @@ def _settings(db: str | None) -> Settings:
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    # soft_wrap: one line whatever the terminal width, so logs and greps see the whole message
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trinity.errors import PlanFileError
 from trinity.state import Plan, Step, StepSpec, VerificationLevel
@@ -37,15 +37,14 @@ class PlanFile(BaseModel):
     verification: VerificationLevel | None = None
     """Force a verification level (otherwise the Meta-Planner chooses)."""
 
-    @field_validator("steps")
-    @classmethod
-    def _unique_ids(cls, steps: list[StepSpec]) -> list[StepSpec]:
+    def duplicate_step(self) -> int | None:
+        """Index of the first step that repeats an earlier step's id."""
         seen: set[str] = set()
-        for step in steps:
+        for index, step in enumerate(self.steps):
             if step.id in seen:
-                raise ValueError(f"duplicate step id '{step.id}'")
+                return index
             seen.add(step.id)
-        return steps
+        return None
 
     def to_plan(self) -> Plan:
         return Plan(
@@ -56,7 +55,12 @@ class PlanFile(BaseModel):
 
 
 def looks_like_plan_file(target: str) -> bool:
-    return target.strip().lower().endswith(PLAN_SUFFIXES) and "\n" not in target
+    """A plan file path rather than a task in words: ends in .yaml/.yml/.json and either is
+    one word or names a file that exists ("tidy up settings.yaml" is a task)."""
+    text = target.strip()
+    if "\n" in text or not text.lower().endswith(PLAN_SUFFIXES):
+        return False
+    return " " not in text or Path(text).expanduser().is_file()
 
 
 def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
@@ -84,7 +88,7 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
     if not isinstance(data, dict):
         raise PlanFileError(name, f"expected a mapping with 'steps', got {type(data).__name__}", 1)
     try:
-        return PlanFile.model_validate(data)
+        plan = PlanFile.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
@@ -93,6 +97,12 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
         line = _line_of(text, loc)
         message = error["msg"].removeprefix("Value error, ")
         raise PlanFileError(name, f"{field}: {message}{more}", line) from None
+    duplicate = plan.duplicate_step()
+    if duplicate is not None:
+        step_id = plan.steps[duplicate].id
+        line = _line_of(text, ["steps", duplicate, "id"])
+        raise PlanFileError(name, f"steps[{duplicate}].id: duplicate step id {step_id!r}", line)
+    return plan
 
 
 def _parse(name: str, text: str) -> Any:

@@ -102,7 +102,11 @@ class Check(BaseModel):
             return data
         ((kind, value),) = data.items()
         if kind not in _CHECK_KINDS:
-            return data  # let validation name the unknown kind
+            if kind in cls.model_fields:
+                return data  # a long form missing its kind: validation says so
+            raise ValueError(
+                f"unknown check kind {kind!r}; expected one of {', '.join(_CHECK_KINDS)}"
+            )
         if isinstance(value, dict):
             value = dict(value)
             if "pattern" in value and "text" not in value:

@@ -46,7 +46,9 @@ class ListArgs(_Args):
 
 class ShellArgs(_Args):
     command: str = Field(min_length=1, max_length=20_000, description="Shell command line")
-    timeout_s: float = Field(default=60.0, gt=0, le=3600, description="Seconds before it is killed")
+    timeout_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Seconds before it is killed (default: the tools')"
+    )
 
 
 class WorkspaceError(ValueError):
@@ -159,7 +161,9 @@ class BuiltinTools:
         return ToolResult(ok=True, output=text, truncated=truncated)
 
     async def _shell(self, args: ShellArgs, timeout_s: float | None) -> ToolResult:
-        limit = min(args.timeout_s, timeout_s) if timeout_s else args.timeout_s
+        limit = args.timeout_s or self.default_timeout_s
+        if timeout_s is not None:  # the caller's cap on any tool call
+            limit = min(limit, timeout_s)
         # A new session makes the command a process group we can kill whole on timeout.
         proc = await asyncio.create_subprocess_shell(
             args.command,
