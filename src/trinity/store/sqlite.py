@@ -56,6 +56,8 @@ MIGRATIONS: list[str] = [
         verdict TEXT,
         PRIMARY KEY (run_id, revision, position)
     ) WITHOUT ROWID;
+    -- events and checkpoints carry kilobytes of JSON: rowid tables with a separate key index
+    -- keep their B-trees small (WITHOUT ROWID suits only small rows)
     CREATE TABLE events (
         run_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -63,16 +65,16 @@ MIGRATIONS: list[str] = [
         kind TEXT NOT NULL,
         node TEXT,
         data TEXT NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID;
+        UNIQUE (run_id, seq)
+    );
     CREATE TABLE checkpoints (
         run_id TEXT NOT NULL,
         step INTEGER NOT NULL,
         next_node TEXT,
         created_at REAL NOT NULL,
         state TEXT NOT NULL,
-        PRIMARY KEY (run_id, step)
-    ) WITHOUT ROWID;
+        UNIQUE (run_id, step)
+    );
     CREATE TABLE lessons (
         id INTEGER PRIMARY KEY,
         run_id TEXT,

@@ -2,16 +2,16 @@
 
 SQLite allows one writer at a time, and a durable commit costs an fsync (about 80 µs on this
 class of machine, far more on a busy disk). Writes queue up in memory; once per event-loop
-iteration the writer puts everything queued into one transaction, and hands only the COMMIT — the
-part that waits for the disk — to a thread. While that commit is in flight, new writes queue for
-the next one. With 1,000 concurrent runs checkpointing every step, a checkpoint costs a few
-microseconds and the runs never wait on each other's fsyncs.
+iteration the writer puts everything queued into one transaction and commits it. While a commit
+is in flight on the thread, new writes queue for the next one. With 1,000 concurrent runs
+checkpointing every step, a checkpoint costs a few microseconds of loop time.
 
-Why statements run on the event loop and only the COMMIT on a thread: each SQLite call releases
-and re-takes the GIL, and re-taking it while the loop is busy can wait a whole switch interval
-(5 ms). A writer thread doing a thousand inserts would spend most of its time waiting for the GIL;
-here the thread needs the GIL twice per commit. If another process holds the database's write
-lock, nothing blocks the loop: that batch is written wholly on the thread, where it may wait.
+Where the work runs, and why: each SQLite call releases and re-takes the GIL, and a thread that
+wants the GIL back while the event loop is busy waits up to a switch interval (5 ms). So the
+statements run on the loop (microseconds each), and so does the COMMIT while commits are fast
+(a moving average under :data:`INLINE_COMMIT_S`); when the disk gets slow, commits move to a
+thread and the loop never waits on the disk for long. If another process holds the database's
+write lock, nothing blocks the loop either: that batch is written wholly on the thread.
 
 Callers get an ``asyncio.Future`` that resolves once their write is durable (``write_durable``),
 or fire and forget (``write``); ``flush()`` waits for everything queued so far.
@@ -26,6 +26,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ from typing import Any
 from trinity.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+
+INLINE_COMMIT_S = 0.002
+"""Commits faster than this (moving average) run on the event loop; slower ones on a thread."""
 
 
 @dataclass(slots=True)
@@ -60,6 +65,7 @@ class GroupCommitWriter:
         self._idle.set()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trinity-commit")
         self._closed = False
+        self._commit_seconds = 0.0
         self.batches = 0
         """Transactions committed (for tests and benchmarks)."""
         self.writes = 0
@@ -118,8 +124,21 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             failure = StoreError(f"database write failed: {exc}")
             job = functools.partial(dict.fromkeys, range(len(batch)), failure)
+        if isinstance(job, functools.partial) and job.func == self._commit and self._fast_disk():
+            self._settle(batch, self._then_idle(job))
+            return
         done = self._loop.run_in_executor(self._thread, functools.partial(self._then_idle, job))
         done.add_done_callback(functools.partial(self._committed, batch))
+
+    def _fast_disk(self) -> bool:
+        """Commit on the loop while commits are fast.
+
+        Handing a commit to a thread costs the thread a GIL hand-off, which waits up to a
+        switch interval (5 ms) when the loop is busy — far longer than a fast fsync. So a
+        commit runs right here while recent commits took under ``INLINE_COMMIT_S``; once the
+        disk is slow the thread takes them and the loop never waits on the disk for long.
+        """
+        return self._commit_seconds < INLINE_COMMIT_S
 
     def _begin(self, batch: list[_Write]) -> Callable[[], dict[int, BaseException]]:
         """Run the batch's statements here; return what the thread must do to finish it."""
@@ -148,8 +167,6 @@ class GroupCommitWriter:
     def _committed(
         self, batch: list[_Write], done: asyncio.Future[dict[int, BaseException]]
     ) -> None:
-        self._committing = False
-        errors: dict[int, BaseException] = {}
         if done.cancelled():
             errors = dict.fromkeys(range(len(batch)), StoreError("database commit was cancelled"))
         elif done.exception() is not None:
@@ -158,6 +175,10 @@ class GroupCommitWriter:
             )
         else:
             errors = done.result()
+        self._settle(batch, errors)
+
+    def _settle(self, batch: list[_Write], errors: dict[int, BaseException]) -> None:
+        self._committing = False
         for index, item in enumerate(batch):
             future = item.future
             if future is None or future.done():
@@ -174,6 +195,7 @@ class GroupCommitWriter:
     # -- on the commit thread ------------------------------------------------------------------
 
     def _commit(self, batch: list[_Write]) -> dict[int, BaseException]:
+        started = time.perf_counter()
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -181,6 +203,9 @@ class GroupCommitWriter:
                 self._conn.execute("ROLLBACK")
             log.error("database commit failed: %s", exc)
             return dict.fromkeys(range(len(batch)), StoreError(f"database commit failed: {exc}"))
+        # a moving average, so one slow commit does not move every commit off the loop
+        took = time.perf_counter() - started
+        self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
         self.batches += 1
         self.writes += len(batch)
         return {}
