@@ -220,3 +220,51 @@ async def test_step_budget_ends_the_run_with_a_report(settings: Settings, budget
     assert state.stop_reason == StopReason.STEP_BUDGET
     assert state.step == budget
     assert row["status"] == "failed" and "--max-steps" in row["report"]
+
+
+async def test_token_budget_stops_the_run(settings: Settings) -> None:
+    llm = ScriptedProvider(
+        [
+            {
+                "match": {"purpose": "atlas.plan"},
+                "text": json.dumps(NOTES_PLAN),
+                "usage": {"input_tokens": 900, "output_tokens": 200},
+            },
+            {
+                "match": {"purpose": "grisha"},
+                "text": '{"passed": true, "reason": "ok"}',
+                "repeat": True,
+            },
+        ]
+    )
+    runtime = Runtime(settings, llm=llm)
+    try:
+        state = await runtime.start(runtime.prepare("Write notes", token_budget=1000))
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.TOKEN_BUDGET
+    assert "token budget of 1000 used (1100 tokens)" in state.stop_detail
+    assert state.counters.tool_calls == 0  # stopped before acting on the plan
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"error": {"kind": "server"}}, "LLMError: scripted: HTTP 500"),
+        ({"delay_s": 5, "text": "{}"}, "LLMTimeoutError: scripted: no reply within 0.2s"),
+    ],
+)
+async def test_a_failing_model_ends_the_run_with_the_reason(
+    tmp_path: Path, workspace: Path, entry: dict[str, object], words: str
+) -> None:
+    settings = Settings(database_url=str(tmp_path / "t.db"), workspace=workspace, llm_timeout_s=0.2)
+    llm = ScriptedProvider([{"match": {"purpose": "atlas"}, **entry}])
+    state = await run_task(settings, llm, "Anything at all")
+    assert state.stop_reason == StopReason.ERROR
+    assert words in state.stop_detail
+    store = Store.open(settings.database_url)
+    try:
+        row = store.get_run(state.run_id)
+        assert row["status"] == "failed" and words in row["stop_detail"]
+    finally:
+        store.close()

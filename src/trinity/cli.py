@@ -157,6 +157,9 @@ def run(
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0.001, help="Run deadline in seconds")
     ] = None,
+    token_budget: Annotated[
+        int | None, typer.Option("--token-budget", min=1, help="LLM tokens the run may use")
+    ] = None,
     verify: Annotated[
         VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
     ] = None,
@@ -184,6 +187,7 @@ def run(
             max_steps=max_steps,
             timeout_s=timeout,
             verification=verify,
+            token_budget=token_budget,
         )
     except TrinityError as exc:
         _fail(str(exc))

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_plan_file_bytes: int = Field(default=1_000_000, ge=1)
     max_steps: int = Field(default=200, ge=1, description="Graph steps per run")
     timeout_s: float = Field(default=600.0, gt=0, description="Run deadline in seconds")
+    token_budget: int | None = Field(
+        default=None, ge=1, description="LLM tokens (in + out) a run may use; none by default"
+    )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call")
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")

@@ -92,6 +92,7 @@ class Runtime:
         max_steps: int | None = None,
         timeout_s: float | None = None,
         verification: VerificationLevel | None = None,
+        token_budget: int | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run."""
@@ -135,7 +136,12 @@ class Runtime:
             raise InputError(f"max steps must be at least 1, got {steps}")
         if deadline <= 0:
             raise InputError(f"timeout must be positive, got {deadline}")
+        tokens = token_budget if token_budget is not None else s.token_budget
+        if tokens is not None and tokens < 1:
+            raise InputError(f"token budget must be at least 1, got {tokens}")
         requested: dict[str, Any] = {"max_steps": steps, "deadline_s": deadline}
+        if tokens is not None:
+            requested["token_budget"] = tokens
         if verification is not None:
             requested["verification"] = VerificationLevel(verification)
         return RunRequest(
