@@ -268,3 +268,52 @@ async def test_a_failing_model_ends_the_run_with_the_reason(
         assert row["status"] == "failed" and words in row["stop_detail"]
     finally:
         store.close()
+
+
+async def test_a_recorded_run_replays_offline_to_the_same_result(
+    tmp_path: Path, settings: Settings, workspace: Path
+) -> None:
+    from trinity.llm.scripted import RecordingProvider
+
+    recording = tmp_path / "recorded.yaml"
+    live = RecordingProvider(
+        ScriptedProvider(
+            [
+                {"match": {"purpose": "atlas.plan"}, "text": fenced(NOTES_PLAN)},
+                judge(True, "three lines"),
+                judge(True, "wc printed 3"),
+            ],
+            model="pretend-real",
+        ),
+        recording,
+    )
+    first = await run_task(settings, live, "Write notes and count them")
+    assert first.stop_reason == StopReason.COMPLETED
+    assert recording.exists()
+
+    replay = ScriptedProvider.from_file(recording)
+    (workspace / "notes.txt").unlink()
+    second = await run_task(settings, replay, "Write notes and count them")
+    assert second.stop_reason == StopReason.COMPLETED
+    assert [r.purpose for r in replay.requests] == ["atlas.plan", "grisha.judge", "grisha.judge"]
+    assert second.plan.model_dump(
+        exclude={"steps": {"__all__": {"attempts"}}}
+    ) == first.plan.model_dump(exclude={"steps": {"__all__": {"attempts"}}})
+    assert second.usage.total_tokens == first.usage.total_tokens
+    assert replay.remaining == 0
+
+
+async def test_a_whole_run_state_survives_json(settings: Settings) -> None:
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(NOTES_PLAN)},
+            judge(True, "ok"),
+            judge(False, "the count looks wrong"),
+            judge(True, "ok now"),
+        ]
+    )
+    state = await run_task(settings, llm, "Write notes and count them")
+    document = state.model_dump_json()
+    again = type(state).model_validate_json(document)
+    assert again == state
+    assert again.model_dump_json() == document
