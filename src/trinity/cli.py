@@ -13,10 +13,11 @@ import platform
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +30,7 @@ from trinity.llm.registry import check_model, make_provider
 from trinity.llm.scripted import RecordingProvider
 from trinity.runtime import Runtime
 from trinity.state import RunState, StopReason, VerificationLevel
+from trinity.store import Store
 from trinity.store.sqlite import default_db_path, path_from_url
 
 app = typer.Typer(
@@ -40,6 +42,8 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Look at past and running runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+
+T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
@@ -248,6 +252,20 @@ def _find_run(runtime: Runtime, run_id: str) -> dict[str, Any]:
     return row
 
 
+def _read_run(
+    db: str | None, run_id: str, read: Callable[[Store, str], T]
+) -> tuple[dict[str, Any], T]:
+    """A run's row (found by id or unique prefix) and ``read(store, full_id)``."""
+    runtime = _runtime(_settings(db))
+    try:
+        row = _find_run(runtime, run_id)
+        return row, read(runtime.store, row["id"])
+    except TrinityError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+
+
 @runs_app.command("list")
 def runs_list(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
@@ -283,14 +301,7 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
     """One run: its outcome, steps, verdicts and report."""
-    runtime = _runtime(_settings(db))
-    try:
-        row = _find_run(runtime, run_id)
-        latest = runtime.store.latest_checkpoint(row["id"])
-    except TrinityError as exc:
-        _fail(str(exc))
-    finally:
-        runtime.close()
+    row, latest = _read_run(db, run_id, Store.latest_checkpoint)
     state = RunState.model_validate_json(latest[2]) if latest else None
     if json_output:
         out.print_json(
@@ -309,14 +320,7 @@ def runs_show(run_id: str, db: DbOption = None, json_output: JsonOption = False)
 @runs_app.command("trace")
 def runs_trace(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
     """The event log of a run."""
-    runtime = _runtime(_settings(db))
-    try:
-        row = _find_run(runtime, run_id)
-        events = runtime.store.list_events(row["id"])
-    except TrinityError as exc:
-        _fail(str(exc))
-    finally:
-        runtime.close()
+    _, events = _read_run(db, run_id, Store.list_events)
     if json_output:
         for event in events:
             sys.stdout.write(json.dumps(event) + "\n")

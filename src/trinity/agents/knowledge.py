@@ -26,25 +26,32 @@ class Knowledge:
         return {"lessons_stored": len(lessons)}
 
 
+MAX_LESSON_CHARS = 2000
+
+
 def derive_lessons(state: RunState) -> list[Lesson]:
     """What worked, what failed and why — from the run's own record, without an LLM."""
-    task = state.task.text
-    succeeded = state.stop_reason == StopReason.COMPLETED
     lessons: list[Lesson] = []
+
+    def lesson(outcome: str, text: str, tags: list[str]) -> None:
+        lessons.append(
+            Lesson(
+                run_id=state.run_id,
+                task=state.task.text,
+                outcome=outcome,  # type: ignore[arg-type]
+                text=text[:MAX_LESSON_CHARS],
+                tags=tags,
+            )
+        )
+
+    succeeded = state.stop_reason == StopReason.COMPLETED
     plan = state.plan
     tools = sorted({s.tool for s in plan.steps}) if plan else []
     if succeeded and plan is not None:
         sequence = " -> ".join(f"{s.tool}({s.id})" for s in plan.steps)
-        lessons.append(
-            Lesson(
-                run_id=state.run_id,
-                task=task,
-                outcome="success",
-                text=f"A plan that worked: {sequence}.",
-                tags=tools,
-            )
-        )
+        lesson("success", f"A plan that worked: {sequence}.", tools)
     for old in state.plan_history:
+        old_ids = {x.id for x in old.steps}
         for step in old.steps:
             if step.status != StepStatus.FAILED or not step.attempts:
                 continue
@@ -52,26 +59,14 @@ def derive_lessons(state: RunState) -> list[Lesson]:
             why = verdict.summary if verdict else "no verdict"
             fix = ""
             if succeeded and plan is not None:
-                new_steps = [s for s in plan.steps if s.id not in {x.id for x in old.steps}]
+                new_steps = [s for s in plan.steps if s.id not in old_ids]
                 fix = " Replanned with: " + ", ".join(f"{s.tool} {s.args}" for s in new_steps)
-            lessons.append(
-                Lesson(
-                    run_id=state.run_id,
-                    task=task,
-                    outcome="failure",
-                    text=f"Step {step.id!r} ({step.tool} {step.args}) failed: {why}.{fix}"[:2000],
-                    tags=[step.tool],
-                )
+            lesson(
+                "failure",
+                f"Step {step.id!r} ({step.tool} {step.args}) failed: {why}.{fix}",
+                [step.tool],
             )
     if not succeeded:
         reason = state.stop_reason.value if state.stop_reason else "unknown"
-        lessons.append(
-            Lesson(
-                run_id=state.run_id,
-                task=task,
-                outcome="failure",
-                text=f"Run stopped ({reason}): {state.stop_detail}"[:2000],
-                tags=tools,
-            )
-        )
+        lesson("failure", f"Run stopped ({reason}): {state.stop_detail}", tools)
     return lessons

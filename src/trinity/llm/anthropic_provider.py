@@ -8,39 +8,19 @@ from typing import Any
 import anthropic
 
 from trinity.llm.base import LLMRequest, LLMResponse
-from trinity.llm.openai_provider import json_schema_instruction
-from trinity.llm.retry import (
-    AttemptFailure,
-    RetryPolicy,
-    call_with_retries,
-    error_message,
-    http_failure,
-)
+from trinity.llm.retry import AttemptFailure, RetryPolicy
+from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
 
 ANTHROPIC_API_KEY_ENV = "ANTHROPIC_API_KEY"
 
 
 def classify_anthropic_error(exc: Exception) -> AttemptFailure | None:
     """Map an ``anthropic`` SDK exception to an :class:`AttemptFailure` (``None``: not its own)."""
-    # APITimeoutError subclasses APIConnectionError, so it must be tested first.
-    if isinstance(exc, anthropic.APITimeoutError):
-        # The SDK's own text is a paragraph about long requests; the helper says it better.
-        return AttemptFailure(retryable=True, kind="timeout", message="request timed out")
-    if isinstance(exc, anthropic.APIConnectionError):
-        reason = exc.__cause__ or exc.__context__
-        return AttemptFailure(
-            retryable=True, kind="connection", message=f"{exc.message} {reason or ''}".strip()
-        )
-    if isinstance(exc, anthropic.APIStatusError):
-        return http_failure(
-            exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
-        )
-    if isinstance(exc, anthropic.AnthropicError):
-        return AttemptFailure(retryable=False, message=f"{type(exc).__name__}: {exc}")
-    return None
+    # The SDK's own timeout text is a paragraph about long requests; this says it better.
+    return classify_sdk_error(anthropic, exc, timeout_message="request timed out")
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider):
     """:class:`~trinity.llm.base.LLMProvider` for Anthropic's Messages API."""
 
     def __init__(
@@ -65,21 +45,23 @@ class AnthropicProvider:
             retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
             api_key_env: Where the key came from, named when the server refuses it.
         """
-        self.model = model
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._api_key = api_key
-        self._api_key_env = api_key_env
-        # max_retries=0: call_with_retries owns retrying (see trinity.llm.retry).
-        self._client = anthropic.AsyncAnthropic(
+        client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
-        self._endpoint = str(self._client.base_url).rstrip("/")
+        super().__init__(
+            model,
+            model_name=model_name,
+            api_key=api_key,
+            client=client,
+            classify=classify_anthropic_error,
+            timeout_s=timeout_s,
+            retry=retry,
+            api_key_env=api_key_env,
+        )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one message request, with retries; see :class:`~trinity.llm.base.LLMProvider`."""
-        timeout_s = request.timeout_s if request.timeout_s is not None else self.timeout_s
+        timeout_s = self._timeout(request.timeout_s)
         # The Messages API takes instructions in `system`, not as a message role.
         system_parts = [m.content for m in request.messages if m.role == "system"]
         if request.json_schema is not None:
@@ -101,17 +83,8 @@ class AnthropicProvider:
             params["system"] = "\n\n".join(system_parts)
 
         started = time.monotonic()
-        result = await call_with_retries(
-            # The SDK timeout ends a silent connection cleanly; the hard limit inside
-            # call_with_retries also ends one that trickles bytes and never finishes.
-            lambda: self._client.messages.create(**params, timeout=timeout_s),
-            classify=classify_anthropic_error,
-            policy=self.retry,
-            label=self.model,
-            endpoint=self._endpoint,
-            timeout_s=timeout_s,
-            api_key_env=self._api_key_env,
-            secrets=(self._api_key,),
+        result = await self._call(
+            lambda timeout: self._client.messages.create(**params, timeout=timeout), timeout_s
         )
         message = result.value
         usage = message.usage
@@ -132,7 +105,3 @@ class AnthropicProvider:
             attempts=result.attempts,
             raw=message.model_dump(mode="json", exclude_none=True),
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.close()

@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import openai
 
 from trinity.llm.base import LLMRequest, LLMResponse, Message
-from trinity.llm.retry import (
-    AttemptFailure,
-    RetryPolicy,
-    call_with_retries,
-    error_message,
-    http_failure,
-)
+from trinity.llm.retry import AttemptFailure, RetryPolicy
+from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
 
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 
 
-def json_schema_instruction(schema: dict[str, Any]) -> str:
-    """System-prompt text asking for a reply that is one JSON object following ``schema``.
-
-    Shared by the providers: the schema is a hint (the reply is validated elsewhere), and putting
-    it in the prompt works with every model and server, whatever structured-output features they
-    have or lack.
-    """
-    return (
-        "Reply with a single JSON object, and nothing else, that follows this JSON schema:\n"
-        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
-    )
-
-
 def classify_openai_error(exc: Exception) -> AttemptFailure | None:
     """Map an ``openai`` SDK exception to an :class:`AttemptFailure` (``None``: not the SDK's)."""
-    # APITimeoutError subclasses APIConnectionError, so it must be tested first.
-    if isinstance(exc, openai.APITimeoutError):
-        return AttemptFailure(retryable=True, kind="timeout", message=exc.message)
-    if isinstance(exc, openai.APIConnectionError):
-        reason = exc.__cause__ or exc.__context__
-        return AttemptFailure(
-            retryable=True, kind="connection", message=f"{exc.message} {reason or ''}".strip()
-        )
-    if isinstance(exc, openai.APIStatusError):
-        return http_failure(
-            exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
-        )
-    if isinstance(exc, openai.OpenAIError):
-        return AttemptFailure(retryable=False, message=f"{type(exc).__name__}: {exc}")
-    return None
+    return classify_sdk_error(openai, exc)
 
 
-class OpenAIProvider:
+class OpenAIProvider(SDKProvider):
     """:class:`~trinity.llm.base.LLMProvider` for OpenAI's Chat Completions API.
 
     Also serves OpenAI-compatible servers (vLLM, Ollama, LM Studio, OpenRouter…) through
@@ -81,18 +48,19 @@ class OpenAIProvider:
             retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
             api_key_env: Where the key came from, named when the server refuses it.
         """
-        self.model = model
-        self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.retry = retry or RetryPolicy()
-        self._api_key = api_key
-        self._api_key_env = api_key_env
-        # max_retries=0: call_with_retries owns retrying, so every provider behaves alike and
-        # LLMResponse.attempts counts real HTTP calls.
-        self._client = openai.AsyncOpenAI(
+        client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
-        self._endpoint = str(self._client.base_url).rstrip("/")
+        super().__init__(
+            model,
+            model_name=model_name,
+            api_key=api_key,
+            client=client,
+            classify=classify_openai_error,
+            timeout_s=timeout_s,
+            retry=retry,
+            api_key_env=api_key_env,
+        )
         # OpenAI itself names the output limit max_completion_tokens (its reasoning models
         # reject max_tokens); compatible servers reliably know only the older max_tokens.
         official = self._client.base_url.host == "api.openai.com"
@@ -100,7 +68,7 @@ class OpenAIProvider:
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one chat completion, with retries; see :class:`~trinity.llm.base.LLMProvider`."""
-        timeout_s = request.timeout_s if request.timeout_s is not None else self.timeout_s
+        timeout_s = self._timeout(request.timeout_s)
         params: dict[str, Any] = {
             "model": self.model_name,
             "messages": _chat_messages(request),
@@ -117,17 +85,9 @@ class OpenAIProvider:
             params["response_format"] = {"type": "json_object"}
 
         started = time.monotonic()
-        result = await call_with_retries(
-            # The SDK timeout ends a silent connection cleanly; the hard limit inside
-            # call_with_retries also ends one that trickles bytes and never finishes.
-            lambda: self._client.chat.completions.create(**params, timeout=timeout_s),
-            classify=classify_openai_error,
-            policy=self.retry,
-            label=self.model,
-            endpoint=self._endpoint,
-            timeout_s=timeout_s,
-            api_key_env=self._api_key_env,
-            secrets=(self._api_key,),
+        result = await self._call(
+            lambda timeout: self._client.chat.completions.create(**params, timeout=timeout),
+            timeout_s,
         )
         completion = result.value
         usage = completion.usage
@@ -143,10 +103,6 @@ class OpenAIProvider:
             attempts=result.attempts,
             raw=completion.model_dump(mode="json", exclude_none=True),
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.close()
 
 
 def _chat_messages(request: LLMRequest) -> list[dict[str, str]]:

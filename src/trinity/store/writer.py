@@ -8,10 +8,11 @@ checkpointing every step, a checkpoint costs a few microseconds of loop time.
 
 Where the work runs, and why: each SQLite call releases and re-takes the GIL, and a thread that
 wants the GIL back while the event loop is busy waits up to a switch interval (5 ms). So the
-statements run on the loop (microseconds each), and so does the COMMIT while commits are fast
-(a moving average under :data:`INLINE_COMMIT_S`); when the disk gets slow, commits move to a
-thread and the loop never waits on the disk for long. If another process holds the database's
-write lock, nothing blocks the loop either: that batch is written wholly on the thread.
+statements run on the loop (microseconds each), and so does a COMMIT that somebody awaits while
+commits are fast (a moving average under :data:`INLINE_COMMIT_S`, the switch interval); when
+nobody awaits it, or the disk gets slow, the commit runs on a thread and the loop goes on. If
+another process holds the database's write lock, nothing blocks the loop either: that batch is
+written wholly on the thread.
 
 Callers get an ``asyncio.Future`` that resolves once their write is durable (``write_durable``),
 or fire and forget (``write``); ``flush()`` waits for everything queued so far.
@@ -25,6 +26,7 @@ import functools
 import logging
 import re
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,8 +39,9 @@ from trinity.errors import StoreError
 log = logging.getLogger(__name__)
 
 
-INLINE_COMMIT_S = 0.002
-"""Commits faster than this (moving average) run on the event loop; slower ones on a thread."""
+INLINE_COMMIT_S = sys.getswitchinterval()
+"""Commits faster than this (moving average) run on the event loop; slower ones on a thread.
+A commit shorter than the GIL switch interval costs the loop less than handing it over."""
 
 
 @dataclass(slots=True)
@@ -124,19 +127,21 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             failure = StoreError(f"database write failed: {exc}")
             job = functools.partial(dict.fromkeys, range(len(batch)), failure)
-        if isinstance(job, functools.partial) and job.func == self._commit and self._fast_disk():
+        inline = isinstance(job, functools.partial) and job.func == self._commit
+        if inline and self._fast_disk() and any(item.future is not None for item in batch):
             self._settle(batch, self._then_idle(job))
             return
         done = self._loop.run_in_executor(self._thread, functools.partial(self._then_idle, job))
         done.add_done_callback(functools.partial(self._committed, batch))
 
     def _fast_disk(self) -> bool:
-        """Commit on the loop while commits are fast.
+        """Commit on the loop while commits are fast and somebody waits for this one.
 
         Handing a commit to a thread costs the thread a GIL hand-off, which waits up to a
         switch interval (5 ms) when the loop is busy — far longer than a fast fsync. So a
-        commit runs right here while recent commits took under ``INLINE_COMMIT_S``; once the
-        disk is slow the thread takes them and the loop never waits on the disk for long.
+        commit that somebody awaits runs right here while recent commits took under
+        ``INLINE_COMMIT_S``; once the disk is slow, or when nobody waits (fire-and-forget
+        checkpoints and events), the thread takes it and the loop goes on.
         """
         return self._commit_seconds < INLINE_COMMIT_S
 

@@ -1,0 +1,114 @@
+"""What the providers built on the official SDKs share.
+
+The ``openai`` and ``anthropic`` SDKs are generated from the same template: the same exception
+classes (``APITimeoutError`` ⊂ ``APIConnectionError``, ``APIStatusError``), the same client
+options. So one classifier and one base class serve both; each provider keeps only what differs
+(the request and response formats).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any, TypeVar
+
+from trinity.llm.retry import (
+    Attempted,
+    AttemptFailure,
+    RetryPolicy,
+    call_with_retries,
+    error_message,
+    http_failure,
+)
+
+T = TypeVar("T")
+
+
+def json_schema_instruction(schema: dict[str, Any]) -> str:
+    """System-prompt text asking for one JSON object following ``schema``.
+
+    The schema is a hint (the reply is validated elsewhere); in the prompt it works with every
+    model and server, whatever structured-output features they have or lack.
+    """
+    return (
+        "Reply with a single JSON object, and nothing else, that follows this JSON schema:\n"
+        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
+    )
+
+
+def classify_sdk_error(
+    sdk: ModuleType, exc: Exception, *, timeout_message: str | None = None
+) -> AttemptFailure | None:
+    """Map an SDK exception to an :class:`AttemptFailure` (``None``: not the SDK's)."""
+    # APITimeoutError subclasses APIConnectionError, so it must be tested first.
+    if isinstance(exc, sdk.APITimeoutError):
+        return AttemptFailure(
+            retryable=True, kind="timeout", message=timeout_message or exc.message
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        reason = exc.__cause__ or exc.__context__
+        return AttemptFailure(
+            retryable=True, kind="connection", message=f"{exc.message} {reason or ''}".strip()
+        )
+    if isinstance(exc, sdk.APIStatusError):
+        return http_failure(
+            exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
+        )
+    base = getattr(sdk, "OpenAIError", None) or sdk.AnthropicError
+    if isinstance(exc, base):
+        return AttemptFailure(retryable=False, message=f"{type(exc).__name__}: {exc}")
+    return None
+
+
+class SDKProvider:
+    """Base of the SDK providers: identity, timeouts, the retry loop and closing."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_name: str,
+        api_key: str,
+        client: Any,
+        classify: Callable[[Exception], AttemptFailure | None],
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        api_key_env: str,
+    ) -> None:
+        """``client`` is the SDK's async client, made with ``max_retries=0``: :meth:`_call`
+        owns retrying, so every provider behaves alike and ``LLMResponse.attempts`` counts real
+        HTTP calls."""
+        self.model = model
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+        self._client = client
+        self._classify = classify
+        self._endpoint = str(client.base_url).rstrip("/")
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        return timeout_s if timeout_s is not None else self.timeout_s
+
+    async def _call(
+        self, create: Callable[[float], Awaitable[T]], timeout_s: float
+    ) -> Attempted[T]:
+        """``create(timeout_s)`` with retries. The SDK's timeout ends a silent connection
+        cleanly; the hard limit inside call_with_retries also ends one that trickles bytes and
+        never finishes."""
+        return await call_with_retries(
+            lambda: create(timeout_s),
+            classify=self._classify,
+            policy=self.retry,
+            label=self.model,
+            endpoint=self._endpoint,
+            timeout_s=timeout_s,
+            api_key_env=self._api_key_env,
+            secrets=(self._api_key,),
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
