@@ -400,7 +400,7 @@ def test_failing_step_exits_1_and_names_the_step(cli: Cli) -> None:
     match = re.search(r"Run ([0-9a-f]{12}) failed after \d+ steps", result.stderr)
     assert match, result.stderr
     assert "step 'boom' failed verification" in result.stderr
-    assert "exit_code == 0 failed (exit code 3)" in result.stderr
+    assert "exit_code == 0 — not met (exit code 3)" in result.stderr
     run_id = match.group(1)
 
     shown = cli("runs", "show", run_id)
@@ -422,3 +422,34 @@ def test_json_output_of_a_failed_run(cli: Cli) -> None:
     assert state["stop_reason"] == "failed"
     assert state["plan"]["steps"][0]["id"] == "boom"
     assert state["plan"]["steps"][0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("db", "words"),
+    [
+        ("postgresql://localhost/trinity", "PostgreSQL is not supported"),
+        ("mysql://localhost/x", "unsupported database URL"),
+    ],
+)
+def test_a_bad_database_is_a_configuration_error(cli: Cli, db: str, words: str) -> None:
+    result = cli("run", str(HELLO), "-w", str(cli.ws), "--db", db, with_db=False)
+    assert_refused(cli, result, words)
+    assert "trinity Write a greeting" not in result.stderr  # refused before the run began
+
+
+def test_a_newer_database_schema_is_refused_up_front(cli: Cli) -> None:
+    sqlite3.connect(cli.db).execute("PRAGMA user_version=999").connection.close()
+    result = cli.run(str(HELLO))
+    assert_no_traceback(result)
+    assert result.code == 2
+    assert "schema version 999, newer than this Trinity" in result.stderr
+
+
+def test_a_workspace_that_cannot_be_made_stores_nothing(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli("run", str(HELLO), "-w", str(blocker / "ws"))
+    assert_no_traceback(result)
+    assert result.code == 2
+    assert "cannot use workspace" in result.stderr
+    assert cli.rows() == dict.fromkeys(TABLES, 0)

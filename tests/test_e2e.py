@@ -10,7 +10,7 @@ import pytest
 from trinity.config import Settings
 from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
-from trinity.state import StepStatus, StopReason
+from trinity.state import StepStatus, StopReason, VerificationLevel
 from trinity.store import Store
 
 NOTES_PLAN = {
@@ -317,3 +317,107 @@ async def test_a_whole_run_state_survives_json(settings: Settings) -> None:
     again = type(state).model_validate_json(document)
     assert again == state
     assert again.model_dump_json() == document
+
+
+async def test_policy_records_what_the_user_fixed(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(
+            str(Path(__file__).parent.parent / "examples" / "hello.yaml"),
+            verification=VerificationLevel.NONE,
+            max_replans=0,
+        )
+        state = await runtime.start(request)
+    finally:
+        runtime.close()
+    assert state.policy.verification == VerificationLevel.NONE
+    assert any(
+        r.startswith("user fixed:") and "verification=none" in r for r in state.policy.reasons
+    )
+
+
+async def test_verify_none_still_fails_a_failing_command(
+    settings: Settings, tmp_path: Path
+) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "steps:\n  - id: boom\n    tool: shell.run\n    args: {command: 'exit 3'}\n"
+        "    checks: [{exit_code: 0}]\n"
+    )
+    runtime = Runtime(settings)
+    try:
+        state = await runtime.start(runtime.prepare(str(plan), verification=VerificationLevel.NONE))
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.FAILED
+    assert "tool call succeeded — not met (exit code 3)" in state.stop_detail
+
+
+async def test_cancel_leaves_a_resumable_run_and_no_false_lesson(
+    settings: Settings, tmp_path: Path, workspace: Path
+) -> None:
+    plan = tmp_path / "slow.yaml"
+    plan.write_text(
+        "steps:\n"
+        "  - id: wait\n    tool: shell.run\n    args: {command: 'sleep 0.3; echo done > a.txt'}\n"
+        "    checks: [{file_exists: a.txt}]\n"
+        "  - id: after\n    tool: fs.write\n    args: {path: b.txt, content: b}\n"
+    )
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(str(plan))
+        started: list[str] = []
+
+        def on_event(kind: str, node: str | None, data: dict[str, object]) -> None:
+            if kind == "run_started":
+                started.append(str(data["run_id"]))
+            if kind == "tool_call":
+                runtime.cancel(started[0])  # stop after the current node
+
+        state = await runtime.start(request, on_event=on_event)
+        assert state.stop_reason == StopReason.CANCELLED
+        assert state.lessons_stored == 0  # a cancel teaches nothing
+        row = runtime.store.get_run(state.run_id)
+        assert row["status"] == "failed" and row["stop_reason"] == "cancelled"
+
+        resumed = await runtime.resume(state.run_id)
+        assert resumed.stop_reason == StopReason.COMPLETED, resumed.stop_detail
+        assert (workspace / "b.txt").read_text() == "b"
+        assert runtime.store.get_run(state.run_id)["status"] == "succeeded"
+        assert [lesson.outcome for lesson in runtime.store.search_lessons("the slow plan")] == [
+            "success"
+        ]
+    finally:
+        runtime.close()
+
+
+async def test_resume_can_switch_the_model(settings: Settings) -> None:
+    llm = ScriptedProvider([{"match": {"purpose": "atlas"}, "error": {"kind": "server"}}])
+    first = await run_task(settings, llm, "Write notes and count them")
+    assert first.stop_reason == StopReason.ERROR
+    # an error stop is final; a crash before it would leave the run resumable: simulate that
+    store = Store.open(settings.database_url)
+    try:
+        store.writer.write(
+            "UPDATE checkpoints SET state = json_set(state, '$.stop_reason', NULL) "
+            "WHERE run_id = ?",
+            (first.run_id,),
+        )
+    finally:
+        store.close()
+    script = Path(settings.database_url).parent / "script.yaml"
+    script.write_text(
+        "replies:\n"
+        f"  - match: {{purpose: atlas.plan}}\n    text: '{json.dumps(NOTES_PLAN)}'\n"
+        '  - match: {purpose: grisha}\n    text: \'{"passed": true, "reason": "ok"}\'\n'
+        "    repeat: true\n"
+    )
+    runtime = Runtime(settings)
+    try:
+        with pytest.raises(Exception, match="scripted model file not found"):
+            await runtime.resume(first.run_id)
+        resumed = await runtime.resume(first.run_id, model=f"scripted:{script}")
+    finally:
+        runtime.close()
+    assert resumed.stop_reason == StopReason.COMPLETED, resumed.stop_detail
+    assert resumed.model == f"scripted:{script}"

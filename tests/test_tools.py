@@ -66,7 +66,7 @@ async def test_read_missing_file_and_list_of_a_file_are_errors(tools: BuiltinToo
     missing = await tools.call("fs.read", {"path": "nope.txt"})
     assert not missing.ok
     assert missing.error is not None and missing.error.startswith("fs.read:")
-    assert "No such file" in missing.error
+    assert "'nope.txt' does not exist" in missing.error
 
     await tools.call("fs.write", {"path": "f.txt", "content": "x"})
     not_dir = await tools.call("fs.list", {"path": "f.txt"})
@@ -288,3 +288,25 @@ async def test_read_over_the_cap_is_truncated(tools: BuiltinTools, ws: Path) -> 
     result = await tools.call("fs.read", {"path": "big.txt"})
     assert result.ok and result.truncated is True
     assert result.output.endswith("[… 5 characters cut]")
+
+
+async def test_fifos_and_devices_are_refused_without_blocking(
+    tools: BuiltinTools, ws: Path
+) -> None:
+    os.mkfifo(ws / "pipe")  # opening a FIFO for reading would block until a writer comes
+    started = time.monotonic()
+    read = await tools.call("fs.read", {"path": "pipe"}, timeout_s=5)
+    write = await tools.call("fs.write", {"path": "pipe", "content": "x"}, timeout_s=5)
+    assert time.monotonic() - started < 2
+    for result in (read, write):
+        assert not result.ok and "'pipe' is not a regular file" in (result.error or "")
+
+
+async def test_reading_a_huge_file_reads_only_what_is_returned(
+    tools: BuiltinTools, ws: Path
+) -> None:
+    with (ws / "big.txt").open("w") as handle:
+        handle.write("y" * 5_000_000)
+    result = await tools.call("fs.read", {"path": "big.txt"})
+    assert result.ok and result.truncated
+    assert len(result.output) < 70_000

@@ -25,13 +25,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from trinity.config import Settings
-from trinity.errors import TrinityError
+from trinity.errors import ConfigError, InputError, TrinityError
 from trinity.llm.registry import check_model, make_provider
 from trinity.llm.scripted import RecordingProvider
 from trinity.runtime import Runtime
 from trinity.state import RunState, StopReason, VerificationLevel
 from trinity.store import Store
-from trinity.store.sqlite import default_db_path, path_from_url
+from trinity.store.sqlite import MIGRATIONS, default_db_path, path_from_url
 
 app = typer.Typer(
     name="trinity",
@@ -61,7 +61,7 @@ def _settings(db: str | None) -> Settings:
     try:
         return Settings(database_url=db) if db else Settings()
     except Exception as exc:  # pydantic's ValidationError names the bad setting
-        _fail(f"bad configuration: {exc}")
+        _fail(f"bad configuration (TRINITY_* environment variables or trinity.toml): {exc}")
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
@@ -164,6 +164,9 @@ def run(
     token_budget: Annotated[
         int | None, typer.Option("--token-budget", min=1, help="LLM tokens the run may use")
     ] = None,
+    max_replans: Annotated[
+        int | None, typer.Option("--max-replans", min=0, help="New plans Atlas may make")
+    ] = None,
     verify: Annotated[
         VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
     ] = None,
@@ -192,6 +195,7 @@ def run(
             timeout_s=timeout,
             verification=verify,
             token_budget=token_budget,
+            max_replans=max_replans,
         )
     except TrinityError as exc:
         _fail(str(exc))
@@ -204,6 +208,8 @@ def run(
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the run was checkpointed; `trinity runs list` shows it")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (InputError, ConfigError) as exc:  # found while setting the run up: nothing ran
+        _fail(str(exc))
     except TrinityError as exc:
         _fail(str(exc), EXIT_STOPPED)
     finally:
@@ -336,14 +342,21 @@ def runs_trace(run_id: str, db: DbOption = None, json_output: JsonOption = False
 
 
 @runs_app.command("resume")
-def runs_resume(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
+def runs_resume(
+    run_id: str,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Use this model instead of the run's")
+    ] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
     """Continue a run from its last checkpoint (after a crash or an interrupt)."""
     settings = _settings(db)
     runtime = _runtime(settings)
     progress = None if json_output else _Progress(err)
     try:
         row = _find_run(runtime, run_id)
-        state = asyncio.run(runtime.resume(row["id"], on_event=progress))
+        state = asyncio.run(runtime.resume(row["id"], model=model, on_event=progress))
     except TrinityError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -377,7 +390,11 @@ def doctor(db: DbOption = None) -> None:
     row("sqlite", f"{sqlite3.sqlite_version}, FTS5 {'yes' if _has_fts5() else 'NO'}", _has_fts5())
     try:
         path = path_from_url(settings.database_url) if settings.database_url else default_db_path()
-        row("database", f"{path} ({'exists' if path.exists() else 'will be created'})")
+        if path.exists():
+            Store(path).close()  # opens it: schema version, permissions, corruption
+            row("database", f"{path} (opens, schema {len(MIGRATIONS)})")
+        else:
+            row("database", f"{path} (will be created)")
     except TrinityError as exc:
         row("database", str(exc), ok=False)
     row("workspace", str(Path(settings.workspace).expanduser().resolve()))

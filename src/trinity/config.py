@@ -20,7 +20,11 @@ from pydantic_settings import (
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TRINITY_", extra="ignore", toml_file="trinity.toml", validate_default=True
+        env_prefix="TRINITY_",
+        extra="ignore",
+        toml_file="trinity.toml",
+        validate_default=True,
+        populate_by_name=True,
     )
 
     database_url: str | None = Field(
@@ -45,6 +49,11 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("TRINITY_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    compatible_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRINITY_COMPATIBLE_API_KEY", "OPENAI_COMPATIBLE_API_KEY"),
+        description="Key for openai-compatible: servers (never OPENAI_API_KEY)",
     )
     anthropic_api_key: SecretStr | None = Field(
         default=None,

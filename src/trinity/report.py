@@ -6,15 +6,15 @@ from trinity.state import RunState, StepStatus, StopReason
 
 _ADVICE = {
     StopReason.FAILED: "Read the failing step's evidence above; fix the plan or the tool, or give "
-    "the task more detail. With a model, a higher max_replans gives Atlas more tries.",
+    "the task more detail. With a model, --max-replans gives Atlas more tries.",
     StopReason.DEADLINE: "Raise the deadline (--timeout / TRINITY_TIMEOUT_S) or find the slow step "
     "in `trinity runs trace ID`.",
     StopReason.STEP_BUDGET: "Raise the step budget (--max-steps / TRINITY_MAX_STEPS), or split the "
     "task.",
     StopReason.TOKEN_BUDGET: "Raise the token budget or use a smaller plan.",
     StopReason.CANCELLED: "The run was cancelled; `trinity runs resume ID` continues it.",
-    StopReason.ERROR: "An unexpected error: see `trinity runs trace ID` for the traceback and "
-    "report it if it is a bug.",
+    StopReason.ERROR: "A service failed for good (the reason is above) or a bug: "
+    "`trinity runs trace ID --json` has the details and any traceback.",
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from trinity.llm.base import LLMProvider
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.report import render_report
-from trinity.state import Plan, RunState, StopReason, Task, VerificationLevel
+from trinity.state import Plan, RunState, StepStatus, StopReason, Task, VerificationLevel
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
@@ -93,10 +94,12 @@ class Runtime:
         timeout_s: float | None = None,
         verification: VerificationLevel | None = None,
         token_budget: int | None = None,
+        max_replans: int | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
-        request that :meth:`start` can run."""
+        request that :meth:`start` can run. Nothing about the run is stored yet."""
         s = self.settings
+        _ = self.store  # a bad database URL or a too-new schema is bad configuration: say so now
         if not target or not target.strip():
             raise InputError("the task is empty: give a task in words or a plan file path")
         plan: Plan | None = None
@@ -124,8 +127,7 @@ class Runtime:
         if model is not None and self._llm is None:
             check_model(model, s)
         root = Path(workspace or s.workspace).expanduser()
-        if root.exists() and not root.is_dir():
-            raise InputError(f"workspace {root} exists and is not a directory")
+        _check_workspace(root)
         if plan is not None and plan_file is not None and self._tools is None:
             problems = check_steps([*plan.steps], list(BUILTIN_SPECS), set())
             if problems:
@@ -142,6 +144,10 @@ class Runtime:
         requested: dict[str, Any] = {"max_steps": steps, "deadline_s": deadline}
         if tokens is not None:
             requested["token_budget"] = tokens
+        if max_replans is not None:
+            if max_replans < 0:
+                raise InputError(f"max replans cannot be negative, got {max_replans}")
+            requested["max_replans"] = max_replans
         if verification is not None:
             requested["verification"] = VerificationLevel(verification)
         return RunRequest(
@@ -160,7 +166,11 @@ class Runtime:
     async def start(
         self, request: RunRequest, *, on_event: EventCallback | None = None
     ) -> RunState:
-        """Run a prepared request to its end and return the final state."""
+        """Run a prepared request to its end and return the final state.
+
+        The run's id is in ``state.run_id`` and in the first event (``run_started``), so a
+        caller can :meth:`cancel` it from another task.
+        """
         state = RunState(
             run_id=uuid.uuid4().hex[:12],
             task=Task(
@@ -171,12 +181,23 @@ class Runtime:
             requested=request.requested,
             started_at=time.time(),
         )
+        services = self._services(state)  # fails before anything is stored
         await self.store.create_run(state)
         limits = Limits(max_steps=request.max_steps, deadline_s=request.timeout_s)
-        return await self._drive(state, limits, on_event, seq=0)
+        return await self._drive(state, services, limits, on_event, seq=0)
 
-    async def resume(self, run_id: str, *, on_event: EventCallback | None = None) -> RunState:
-        """Continue a run from its newest checkpoint (after a crash or a cancel)."""
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        model: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunState:
+        """Continue a run from its newest checkpoint (after a crash or a cancel).
+
+        ``model`` replaces the model string the run was started with (say, when that was an
+        in-process provider, or a key has changed). The deadline starts afresh.
+        """
         row = self.store.get_run(run_id)
         if row is None:
             raise InputError(f"no run with id {run_id!r}")
@@ -189,13 +210,18 @@ class Runtime:
             state.next_node = state.next_node or "meta"
         if state.stop_reason is not None:
             return state
+        if model is not None:
+            if self._llm is None:
+                check_model(model, self.settings)
+            state.model = model
+        services = self._services(state)
         requested = state.requested
         limits = Limits(
             max_steps=requested.get("max_steps", self.settings.max_steps),
             deadline_s=requested.get("deadline_s", self.settings.timeout_s),
         )
         seq = self.store.last_event_seq(state.run_id)
-        return await self._drive(state, limits, on_event, seq=seq)
+        return await self._drive(state, services, limits, on_event, seq=seq)
 
     def cancel(self, run_id: str) -> bool:
         """Ask a run in this process to stop after its current node. True if it was running."""
@@ -205,8 +231,31 @@ class Runtime:
         event.set()
         return True
 
+    def _services(self, state: RunState) -> tuple[LLMProvider | None, ToolProvider]:
+        """The run's LLM and tools, made from its model string and workspace."""
+        llm = self._llm
+        if llm is None and state.model is not None:
+            try:
+                llm = make_provider(state.model, self.settings)
+            except ConfigError as exc:
+                raise ConfigError(f"run {state.run_id}: {exc}") from None
+        tools = self._tools
+        if tools is None:
+            try:
+                tools = BuiltinTools(
+                    state.task.workspace, default_timeout_s=self.settings.tool_timeout_s
+                )
+            except OSError as exc:
+                raise InputError(f"cannot use workspace {state.task.workspace}: {exc}") from None
+        return llm, tools
+
     async def _drive(
-        self, state: RunState, limits: Limits, on_event: EventCallback | None, seq: int
+        self,
+        state: RunState,
+        services: tuple[LLMProvider | None, ToolProvider],
+        limits: Limits,
+        on_event: EventCallback | None,
+        seq: int,
     ) -> RunState:
         store = self.store
         counter = [seq]
@@ -217,12 +266,7 @@ class Runtime:
             if on_event is not None:
                 on_event(kind, node, data)
 
-        own_llm = self._llm is None and state.model is not None
-        llm = self._llm or (make_provider(state.model, self.settings) if state.model else None)
-        own_tools = self._tools is None
-        tools = self._tools or BuiltinTools(
-            state.task.workspace, default_timeout_s=self.settings.tool_timeout_s
-        )
+        llm, tools = services
         ctx = AgentContext(
             tools=tools,
             store=store,
@@ -231,27 +275,52 @@ class Runtime:
             llm=llm,
             emit=emit,
         )
-        engine = Engine(build_graph(ctx), checkpointer=StoreCheckpointer(store), on_event=emit)
+        checkpointer = StoreCheckpointer(store)
+        engine = Engine(build_graph(ctx), checkpointer=checkpointer, on_event=emit)
         cancel = self._cancels[state.run_id] = asyncio.Event()
         try:
             await engine.run(state, limits, cancel)
         finally:
             self._cancels.pop(state.run_id, None)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._finalize(state, ctx))
-            if own_llm and llm is not None:
+                await asyncio.shield(self._finalize(state, ctx, checkpointer))
+            if llm is not None and self._llm is None:
                 await llm.aclose()
-            if own_tools:
+            if self._tools is None:
                 await tools.aclose()
         return state
 
-    async def _finalize(self, state: RunState, ctx: AgentContext) -> None:
-        """Lessons for runs that stopped outside the graph, the report, the run's row."""
+    async def _finalize(
+        self, state: RunState, ctx: AgentContext, checkpointer: StoreCheckpointer
+    ) -> None:
+        """Close the books: steps cut off mid-way, lessons for runs that stopped outside the
+        graph, the final checkpoint again (it must hold all of that), the report, the row."""
+        for step in state.plan.steps if state.plan else []:
+            if step.status == StepStatus.RUNNING:
+                step.status = StepStatus.FAILED
         if state.lessons_stored == 0 and state.last_node != "learn":
             try:
                 async with asyncio.timeout(_FINALIZE_TIMEOUT_S):
                     update = await Knowledge(ctx).learn(state)
                 state.lessons_stored = update["lessons_stored"]
             except Exception:
-                log.exception("could not store lessons for run %s", state.run_id)
+                log.warning("could not store lessons for run %s", state.run_id, exc_info=True)
+        checkpointer.save(
+            state.run_id, state.step, state.next_node, state.model_dump_json(), durable=False
+        )
         await self.store.finish_run(state, render_report(state))
+
+
+def _check_workspace(root: Path) -> None:
+    """The workspace is a directory, or can be made as one (checked without making it)."""
+    if root.exists():
+        if not root.is_dir():
+            raise InputError(f"workspace {root} exists and is not a directory")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise InputError(f"cannot use workspace {root}: not writable")
+        return
+    parent = root.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot use workspace {root}: cannot create it under {parent}")

@@ -103,17 +103,19 @@ class Grisha:
     ) -> Verdict:
         level = state.policy.verification
         checks: list[CheckResult] = []
-        # An exit_code check says what success looks like; otherwise the tool must succeed.
-        # An interrupted call has no result to trust: only what is true now counts.
-        if not interrupted and not any(c.kind == "exit_code" for c in step.checks):
+        run_declared = level != VerificationLevel.NONE or interrupted
+        # An exit_code check (when checks run) says what success looks like; otherwise the tool
+        # must succeed. An interrupted call has no result to trust: only what is true now counts.
+        declares_exit = run_declared and any(c.kind == "exit_code" for c in step.checks)
+        if not interrupted and not declares_exit:
             checks.append(
                 CheckResult(
-                    check="tool succeeded",
+                    check="tool call succeeded",
                     passed=result.ok,
                     evidence=result.error or _excerpt(result.output) or "ok",
                 )
             )
-        if level != VerificationLevel.NONE or interrupted:
+        if run_declared:
             checks += [run_check(c, result, self.ctx.workspace) for c in step.checks]
         failed = [c for c in checks if not c.passed]
         if interrupted and not checks:
@@ -125,7 +127,7 @@ class Grisha:
                 "its outcome cannot be verified",
             )
         if failed:
-            summary = "; ".join(f"{c.check} failed ({c.evidence})" for c in failed)
+            summary = "; ".join(f"{c.check} — not met ({c.evidence})" for c in failed)
             return Verdict(
                 step_id=step.id, passed=False, level=level, checks=checks, summary=summary
             )

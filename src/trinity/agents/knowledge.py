@@ -66,7 +66,7 @@ def derive_lessons(state: RunState) -> list[Lesson]:
                 f"Step {step.id!r} ({step.tool} {step.args}) failed: {why}.{fix}",
                 [step.tool],
             )
-    if not succeeded:
+    if not succeeded and state.stop_reason != StopReason.CANCELLED:  # a cancel teaches nothing
         reason = state.stop_reason.value if state.stop_reason else "unknown"
         lesson("failure", f"Run stopped ({reason}): {state.stop_detail}", tools)
     return lessons

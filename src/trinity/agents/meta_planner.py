@@ -39,17 +39,16 @@ def choose_policy(state: RunState, has_llm: bool) -> Policy:
     if has_llm and failures:
         max_replans += 1
         reasons.append(f"{len(failures)} past failure(s) on similar tasks: one more replan allowed")
-    policy = Policy(
-        verification=verification,
-        on_failure=FailureAction.RETRY,
-        max_step_retries=1,
-        max_replans=max_replans,
-        reasons=reasons,
-    )
-    if state.requested:
-        policy = policy.model_copy(update=state.requested)
-        reasons.append("user fixed: " + ", ".join(f"{k}={v}" for k, v in state.requested.items()))
-    return policy
+    chosen: dict[str, Any] = {
+        "verification": verification,
+        "on_failure": FailureAction.RETRY,
+        "max_step_retries": 1,
+        "max_replans": max_replans,
+    }
+    fixed = {k: v for k, v in state.requested.items() if k in Policy.model_fields}
+    if fixed:
+        reasons.append("user fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+    return Policy.model_validate({**chosen, **fixed, "reasons": reasons})
 
 
 class MetaPlanner:
@@ -68,24 +67,16 @@ class MetaPlanner:
         return {}
 
     def _review_plan(self, state: RunState) -> dict[str, Any]:
+        """A new plan (Atlas's, a replan, or the user's): start on its first pending step."""
         assert state.plan is not None
-        policy = state.policy
-        if (
-            policy.verification == VerificationLevel.CHECKS
-            and "verification" not in state.requested
-            and self.ctx.llm is not None
-            and not any(step.checks for step in state.plan.steps)
-        ):
-            # Nothing deterministic to check: only a judge can tell whether steps did their job.
-            policy.verification = VerificationLevel.LLM_JUDGE
-            policy.reasons.append("the plan declares no checks: LLM judge")
         return {"decision": self._next_pending(state)}
 
     def _next_pending(self, state: RunState) -> Decision:
         assert state.plan is not None
         if state.current >= len(state.plan.steps):
             state.stop_reason = StopReason.COMPLETED
-            state.stop_detail = f"all {len(state.plan.steps)} steps verified"
+            count = len(state.plan.steps)
+            state.stop_detail = f"all {count} step{'s' if count != 1 else ''} verified"
             return Decision.FINISH
         return Decision.EXECUTE
 

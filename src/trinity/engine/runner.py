@@ -70,7 +70,7 @@ class Engine(Generic[S]):
         node = state.next_node or self.graph.entry
         emit = self.on_event
         if emit:
-            emit("run_started", None, {"node": node, "step": state.step})
+            emit("run_started", None, {"run_id": state.run_id, "node": node, "step": state.step})
         deadline = asyncio.timeout(limits.deadline_s)
         try:
             async with deadline:
@@ -89,7 +89,9 @@ class Engine(Generic[S]):
             await self._finish(state)
             raise
         except Exception as exc:
-            log.exception("run %s failed", state.run_id)
+            # Not log.exception: with logging unconfigured that prints a traceback to stderr for
+            # every failed provider call. The traceback goes to the run's trace instead.
+            log.debug("run %s failed", state.run_id, exc_info=True)
             self._stop(state, StopReason.ERROR, _describe(exc))
             if emit:
                 emit("error", state.next_node, {"traceback": traceback.format_exc(limit=20)})

@@ -5,7 +5,8 @@
 ``openai:MODEL``                                   OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL``)
 ``anthropic:MODEL``                                Anthropic (``ANTHROPIC_API_KEY``)
 ``openai-compatible:URL#MODEL``                    any OpenAI-compatible server (Ollama, vLLM,
-                                                   llama.cpp, OpenRouter…); key optional
+                                                   llama.cpp, OpenRouter…); key optional, from
+                                                   ``OPENAI_COMPATIBLE_API_KEY`` only
 =================================================  =========================================
 """
 
@@ -92,7 +93,9 @@ def make_provider(model: str, settings: Settings) -> LLMProvider:
         assert settings.openai_api_key is not None
         key, base_url = settings.openai_api_key.get_secret_value(), settings.openai_base_url
     else:
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "none"
+        # Never OPENAI_API_KEY: that key must not go to whatever server the URL names.
+        secret = settings.compatible_api_key
+        key = secret.get_secret_value() if secret else "none"
         base_url = spec.base_url
     return OpenAIProvider(
         model,

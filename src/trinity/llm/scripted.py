@@ -117,8 +117,9 @@ class ScriptedProvider:
 
     @property
     def remaining(self) -> int:
+        """One-shot entries not used yet (``repeat`` entries never run out and are not counted)."""
         return sum(
-            1 for used, e in zip(self._used, self.entries, strict=True) if not used or e.repeat
+            1 for used, e in zip(self._used, self.entries, strict=True) if not used and not e.repeat
         )
 
     async def complete(self, request: LLMRequest) -> LLMResponse:

@@ -122,16 +122,17 @@ def default_db_path() -> Path:
 
 
 def path_from_url(url: str) -> Path:
-    """``sqlite:///abs/path.db``, ``sqlite:///relative.db`` or a bare path."""
+    """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (as SQLAlchemy writes
+    them) or a bare path; ``~`` is expanded."""
     if url.startswith("sqlite:///"):
-        return Path(url.removeprefix("sqlite:///"))
+        return Path(url.removeprefix("sqlite:///")).expanduser()
     if url.startswith(("postgresql:", "postgres:")):
         raise StoreError(
             "PostgreSQL is not supported by this version yet; use a SQLite path or sqlite:/// URL"
         )
     if "://" in url:
         raise StoreError(f"unsupported database URL {url!r}: expected sqlite:///path")
-    return Path(url)
+    return Path(url).expanduser()
 
 
 class Store:

@@ -1,4 +1,5 @@
-"""The tool interface Tetyana calls through. The MCP ToolHub implements the same protocol."""
+"""The tool interface Tetyana calls through: the built-in tools implement it, and so will the
+hub of MCP servers (a later issue)."""
 
 from __future__ import annotations
 

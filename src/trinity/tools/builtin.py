@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
+import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +102,9 @@ class BuiltinTools:
         self.root = Path(workspace).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.default_timeout_s = default_timeout_s
-        self._tools: dict[
-            str, tuple[type[_Args], Callable[[Any, float | None], Awaitable[ToolResult]]]
-        ] = {name: (model, getattr(self, method)) for name, _, model, method in _DEFINITIONS}
+        self._tools: dict[str, tuple[type[_Args], Callable[..., Any]]] = {
+            name: (model, getattr(self, method)) for name, _, model, method in _DEFINITIONS
+        }
 
     async def list_tools(self) -> list[ToolSpec]:
         return list(BUILTIN_SPECS)
@@ -121,7 +123,14 @@ class BuiltinTools:
             return ToolResult(ok=False, error=f"invalid arguments for {name}: {_errors(exc)}")
         started = time.perf_counter()
         try:
-            result = await run(parsed, timeout_s)
+            if inspect.iscoroutinefunction(run):
+                result = await run(parsed, timeout_s)
+            else:
+                limit = timeout_s or self.default_timeout_s
+                async with asyncio.timeout(limit):
+                    result = await asyncio.to_thread(run, parsed)
+        except TimeoutError:
+            result = ToolResult(ok=False, error=f"{name}: timed out after {limit:g}s")
         except (WorkspaceError, OSError, UnicodeDecodeError) as exc:
             result = ToolResult(ok=False, error=f"{name}: {exc}")
         result.duration_s = time.perf_counter() - started
@@ -137,13 +146,23 @@ class BuiltinTools:
 
     # -- tools ---------------------------------------------------------------------------------
 
-    async def _read(self, args: ReadArgs, timeout_s: float | None) -> ToolResult:
+    # The file tools are plain functions run on a worker thread (see call): a slow disk, a
+    # network mount or a FIFO must not freeze the event loop, and the call's timeout applies.
+
+    def _read(self, args: ReadArgs) -> ToolResult:
         target = self.resolve(args.path)
-        text, truncated = _cap(target.read_text(encoding="utf-8", errors="replace"))
+        _require_regular(target, args.path, must_exist=True)
+        limit = MAX_OUTPUT_CHARS * 4  # bytes: enough for MAX_OUTPUT_CHARS of any UTF-8 text
+        with target.open("rb") as handle:
+            data = handle.read(limit + 1)
+        text, truncated = _cap(data[:limit].decode("utf-8", errors="replace"))
+        if len(data) > limit and not truncated:
+            text, truncated = text + "\n[… file continues]", True
         return ToolResult(ok=True, output=text, truncated=truncated)
 
-    async def _write(self, args: WriteArgs, timeout_s: float | None) -> ToolResult:
+    def _write(self, args: WriteArgs) -> ToolResult:
         target = self.resolve(args.path)
+        _require_regular(target, args.path, must_exist=False)
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("a" if args.append else "w", encoding="utf-8") as handle:
             handle.write(args.content)
@@ -151,7 +170,7 @@ class BuiltinTools:
         rel = target.relative_to(self.root)
         return ToolResult(ok=True, output=f"{verb} {len(args.content)} characters to {rel}")
 
-    async def _list(self, args: ListArgs, timeout_s: float | None) -> ToolResult:
+    def _list(self, args: ListArgs) -> ToolResult:
         target = self.resolve(args.path)
         if not target.is_dir():
             return ToolResult(ok=False, error=f"fs.list: {args.path!r} is not a directory")
@@ -197,8 +216,8 @@ class BuiltinTools:
 
 
 def resolve_in_workspace(root: Path, path: str) -> Path:
-    """``path`` inside the (resolved) ``root``; ``..``, absolute paths and symlinks that lead
-    out of it are refused with :class:`WorkspaceError`."""
+    """``path`` inside the (resolved) ``root``. Relative paths, ``..`` and symlinks that lead
+    out of it, and absolute paths outside it, are refused with :class:`WorkspaceError`."""
     if "\x00" in path:
         raise WorkspaceError("path contains a NUL byte")
     candidate = Path(path)
@@ -206,6 +225,20 @@ def resolve_in_workspace(root: Path, path: str) -> Path:
     if not candidate.is_relative_to(root):
         raise WorkspaceError(f"path {path!r} is outside the workspace")
     return candidate
+
+
+def _require_regular(target: Path, shown: str, *, must_exist: bool) -> None:
+    """Refuse FIFOs, devices and sockets: reading or writing one can block forever."""
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        if must_exist:
+            raise WorkspaceError(f"{shown!r} does not exist") from None
+        return
+    if stat.S_ISDIR(mode):
+        raise WorkspaceError(f"{shown!r} is a directory")
+    if not stat.S_ISREG(mode):
+        raise WorkspaceError(f"{shown!r} is not a regular file")
 
 
 def _kill_group(pid: int) -> None:
