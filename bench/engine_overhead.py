@@ -181,6 +181,10 @@ class LangGraphSyncRunner:
         return None
 
     async def run(self, steps: int) -> int:
+        # On a thread: the sync API is meant to be called where no event loop is running.
+        return await asyncio.to_thread(self._run, steps)
+
+    def _run(self, steps: int) -> int:
         self.count += 1
         config = {"recursion_limit": steps + 10, "configurable": {"thread_id": f"s{self.count}"}}
         return self.graph.invoke({"n": 0, "limit": steps}, config, durability=self.durability)["n"]

@@ -35,10 +35,10 @@ class Tetyana:
                 "tetyana",
                 {"step": step.id, "tool": step.tool, "attempt": attempt.number},
             )
+            state.counters.tool_calls += 1  # counted even if the deadline cuts the call
             attempt.result = await self.ctx.tools.call(
                 step.tool, step.args, timeout_s=self.ctx.settings.tool_timeout_s
             )
-            state.counters.tool_calls += 1
         attempt.finished_at = time.time()
         result = attempt.result
         self.ctx.emit(

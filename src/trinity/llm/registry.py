@@ -104,4 +104,5 @@ def make_provider(model: str, settings: Settings) -> LLMProvider:
         base_url=base_url,
         timeout_s=settings.llm_timeout_s,
         retry=retry,
+        api_key_env="OPENAI_API_KEY" if spec.kind == "openai" else "OPENAI_COMPATIBLE_API_KEY",
     )

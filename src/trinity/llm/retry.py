@@ -206,8 +206,8 @@ def _plural(n: int) -> str:
 
 def _status_hint(status: int, api_key_env: str | None) -> str:
     if status in (401, 403):
-        where = f"the {api_key_env} environment variable" if api_key_env else "the configured key"
-        return f" — check the API key in {where} (and that it may use this model)"
+        where = f" in the {api_key_env} environment variable" if api_key_env else ""
+        return f" — check the API key{where} (and that it may use this model)"
     if status == 404:
         return " — check the model name and the base URL"
     return ""
