@@ -453,3 +453,13 @@ def test_a_workspace_that_cannot_be_made_stores_nothing(cli: Cli, tmp_path: Path
     assert result.code == 2
     assert "cannot use workspace" in result.stderr
     assert cli.rows() == dict.fromkeys(TABLES, 0)
+
+
+def test_doctor_reports_a_database_from_a_newer_trinity(cli: Cli) -> None:
+    sqlite3.connect(cli.db).execute("PRAGMA user_version=999").connection.close()
+    result = cli("doctor")
+    assert_no_traceback(result)
+    assert result.code == 2
+    assert "schema 999" in result.stdout and "1 problem(s) found" in result.stderr
+    with sqlite3.connect(cli.db) as conn:  # doctor looked without migrating
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 999

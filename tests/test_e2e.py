@@ -331,9 +331,9 @@ async def test_policy_records_what_the_user_fixed(settings: Settings) -> None:
     finally:
         runtime.close()
     assert state.policy.verification == VerificationLevel.NONE
-    assert any(
-        r.startswith("user fixed:") and "verification=none" in r for r in state.policy.reasons
-    )
+    fixed = [r for r in state.policy.reasons if r.startswith("user fixed:")]
+    assert fixed == ["user fixed: max_replans=0, verification=none"]  # defaults are not "fixed"
+    assert state.policy.max_steps == settings.max_steps
 
 
 async def test_verify_none_still_fails_a_failing_command(
@@ -421,3 +421,8 @@ async def test_resume_can_switch_the_model(settings: Settings) -> None:
         runtime.close()
     assert resumed.stop_reason == StopReason.COMPLETED, resumed.stop_detail
     assert resumed.model == f"scripted:{script}"
+    store = Store.open(settings.database_url)
+    try:
+        assert store.get_run(first.run_id)["model"] == f"scripted:{script}"
+    finally:
+        store.close()

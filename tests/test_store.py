@@ -52,12 +52,14 @@ def test_writes_without_an_event_loop_and_on_close(tmp_path: Path) -> None:
 
     async def queue_and_leave() -> None:
         store.add_event("r", 2, "kind", None, {"b": 2})  # fire and forget, never flushed
+        store.save_checkpoint("r", 7, None, "{}", durable=True)  # awaited by nobody
 
     asyncio.run(queue_and_leave())
     store.close()  # close writes what is still queued
     reopened = Store(tmp_path / "t.db")
     try:
         assert [e["seq"] for e in reopened.list_events("r")] == [1, 2]
+        assert reopened.latest_checkpoint("r") is not None
     finally:
         reopened.close()
 

@@ -391,17 +391,21 @@ def doctor(db: DbOption = None) -> None:
     try:
         path = path_from_url(settings.database_url) if settings.database_url else default_db_path()
         if path.exists():
-            Store(path).close()  # opens it: schema version, permissions, corruption
-            row("database", f"{path} (opens, schema {len(MIGRATIONS)})")
+            version = _schema_version(path)
+            current = len(MIGRATIONS)
+            note = "current" if version == current else f"will be migrated to {current}"
+            row("database", f"{path} (schema {version}, {note})", ok=version <= current)
         else:
             row("database", f"{path} (will be created)")
-    except TrinityError as exc:
+    except (TrinityError, sqlite3.Error) as exc:
         row("database", str(exc), ok=False)
     row("workspace", str(Path(settings.workspace).expanduser().resolve()))
-    for env in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
-        attr = env.lower()
-        present = getattr(settings, attr) is not None
-        row(env, "set" if present else "not set")
+    for env, attr in (
+        ("OPENAI_API_KEY", "openai_api_key"),
+        ("ANTHROPIC_API_KEY", "anthropic_api_key"),
+        ("OPENAI_COMPATIBLE_API_KEY", "compatible_api_key"),
+    ):
+        row(env, "set" if getattr(settings, attr) is not None else "not set")
     if settings.openai_base_url:
         row("OPENAI_BASE_URL", settings.openai_base_url)
     if settings.model:
@@ -419,6 +423,15 @@ def doctor(db: DbOption = None) -> None:
         err.print(f"[red]{problems} problem(s) found[/]")
         raise typer.Exit(EXIT_INPUT)
     out.print("[green]ok[/]")
+
+
+def _schema_version(path: Path) -> int:
+    """The schema version of a database file, read without changing it."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def _version(package: str) -> str:

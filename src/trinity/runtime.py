@@ -27,7 +27,7 @@ from trinity.llm.base import LLMProvider
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.report import render_report
-from trinity.state import Plan, RunState, StepStatus, StopReason, Task, VerificationLevel
+from trinity.state import Plan, Policy, RunState, StepStatus, StopReason, Task, VerificationLevel
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
@@ -49,7 +49,9 @@ class RunRequest:
     plan_file: str | None = None
     max_steps: int = 200
     timeout_s: float = 600.0
+    token_budget: int | None = None
     requested: dict[str, Any] = field(default_factory=dict)
+    """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
 
 
 class Runtime:
@@ -99,7 +101,6 @@ class Runtime:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet."""
         s = self.settings
-        _ = self.store  # a bad database URL or a too-new schema is bad configuration: say so now
         if not target or not target.strip():
             raise InputError("the task is empty: give a task in words or a plan file path")
         plan: Plan | None = None
@@ -141,15 +142,17 @@ class Runtime:
         tokens = token_budget if token_budget is not None else s.token_budget
         if tokens is not None and tokens < 1:
             raise InputError(f"token budget must be at least 1, got {tokens}")
-        requested: dict[str, Any] = {"max_steps": steps, "deadline_s": deadline}
-        if tokens is not None:
-            requested["token_budget"] = tokens
-        if max_replans is not None:
-            if max_replans < 0:
-                raise InputError(f"max replans cannot be negative, got {max_replans}")
-            requested["max_replans"] = max_replans
-        if verification is not None:
-            requested["verification"] = VerificationLevel(verification)
+        if max_replans is not None and max_replans < 0:
+            raise InputError(f"max replans cannot be negative, got {max_replans}")
+        explicit = {
+            "max_steps": max_steps,
+            "deadline_s": timeout_s,
+            "token_budget": token_budget,
+            "max_replans": max_replans,
+            "verification": VerificationLevel(verification) if verification else None,
+        }
+        requested = {key: value for key, value in explicit.items() if value is not None}
+        _ = self.store  # last: a bad database URL or a too-new schema is bad configuration
         return RunRequest(
             task=task,
             workspace=root.resolve(),
@@ -158,6 +161,7 @@ class Runtime:
             plan_file=plan_file,
             max_steps=steps,
             timeout_s=deadline,
+            token_budget=tokens,
             requested=requested,
         )
 
@@ -178,6 +182,11 @@ class Runtime:
             ),
             model=request.model,
             plan=request.plan,
+            policy=Policy(
+                max_steps=request.max_steps,
+                deadline_s=request.timeout_s,
+                token_budget=request.token_budget,
+            ),
             requested=request.requested,
             started_at=time.time(),
         )
@@ -215,11 +224,7 @@ class Runtime:
                 check_model(model, self.settings)
             state.model = model
         services = self._services(state)
-        requested = state.requested
-        limits = Limits(
-            max_steps=requested.get("max_steps", self.settings.max_steps),
-            deadline_s=requested.get("deadline_s", self.settings.timeout_s),
-        )
+        limits = Limits(max_steps=state.policy.max_steps, deadline_s=state.policy.deadline_s)
         seq = self.store.last_event_seq(state.run_id)
         return await self._drive(state, services, limits, on_event, seq=seq)
 

@@ -30,8 +30,13 @@ MAX_LESSON_CHARS = 2000
 
 
 def derive_lessons(state: RunState) -> list[Lesson]:
-    """What worked, what failed and why — from the run's own record, without an LLM."""
+    """What worked, what failed and why — from the run's own record, without an LLM.
+
+    A cancelled run yields none: a cancel teaches nothing, and the run may be resumed (its
+    lessons are drawn when it really ends)."""
     lessons: list[Lesson] = []
+    if state.stop_reason == StopReason.CANCELLED:
+        return lessons
 
     def lesson(outcome: str, text: str, tags: list[str]) -> None:
         lessons.append(
@@ -66,7 +71,7 @@ def derive_lessons(state: RunState) -> list[Lesson]:
                 f"Step {step.id!r} ({step.tool} {step.args}) failed: {why}.{fix}",
                 [step.tool],
             )
-    if not succeeded and state.stop_reason != StopReason.CANCELLED:  # a cancel teaches nothing
+    if not succeeded:
         reason = state.stop_reason.value if state.stop_reason else "unknown"
         lesson("failure", f"Run stopped ({reason}): {state.stop_detail}", tools)
     return lessons

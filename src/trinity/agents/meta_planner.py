@@ -22,8 +22,9 @@ from trinity.state import (
 
 
 def choose_policy(state: RunState, has_llm: bool) -> Policy:
-    """The policy for a run: from the task's shape, the model's presence and past lessons;
-    anything the user fixed (``state.requested``) wins."""
+    """The policy for a run: the limits the runtime put in ``state.policy``, then choices from
+    the task's shape, the model's presence and past lessons; anything the user fixed
+    (``state.requested``) wins."""
     reasons: list[str] = []
     plan = state.plan
     if plan is not None and not has_llm:
@@ -40,6 +41,7 @@ def choose_policy(state: RunState, has_llm: bool) -> Policy:
         max_replans += 1
         reasons.append(f"{len(failures)} past failure(s) on similar tasks: one more replan allowed")
     chosen: dict[str, Any] = {
+        **state.policy.model_dump(exclude={"reasons"}),  # limits the runtime set from settings
         "verification": verification,
         "on_failure": FailureAction.RETRY,
         "max_step_retries": 1,

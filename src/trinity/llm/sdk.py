@@ -55,8 +55,8 @@ def classify_sdk_error(
         return http_failure(
             exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
         )
-    base = getattr(sdk, "OpenAIError", None) or sdk.AnthropicError
-    if isinstance(exc, base):
+    base = getattr(sdk, "OpenAIError", None) or getattr(sdk, "AnthropicError", None)
+    if base is not None and isinstance(exc, base):
         return AttemptFailure(retryable=False, message=f"{type(exc).__name__}: {exc}")
     return None
 

@@ -227,7 +227,7 @@ class Store:
         w = self.writer
         w.write(
             "UPDATE runs SET status=?, stop_reason=?, stop_detail=?, steps=?, input_tokens=?, "
-            "output_tokens=?, report=?, finished_at=? WHERE id=?",
+            "output_tokens=?, report=?, finished_at=?, model=? WHERE id=?",
             (
                 state.status.value,
                 state.stop_reason.value if state.stop_reason else None,
@@ -237,6 +237,7 @@ class Store:
                 state.usage.output_tokens,
                 report,
                 state.finished_at or time.time(),
+                state.model,
                 state.run_id,
             ),
         )

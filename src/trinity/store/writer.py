@@ -261,11 +261,9 @@ class GroupCommitWriter:
         if self._closed:
             return
         self._wait_idle()
-        if self._pending:
-            batch = [item for item in self._pending if item.future is None]
-            self._pending = []
-            if batch:
-                self._execute_and_commit(batch)
+        if self._pending:  # nobody flushed them: write them now (no loop may be left to tell)
+            batch, self._pending = self._pending, []
+            self._execute_and_commit(batch)
         self._closed = True
         self._thread.shutdown(wait=True)
         self._conn.close()

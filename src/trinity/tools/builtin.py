@@ -12,6 +12,7 @@ import inspect
 import os
 import signal
 import stat
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,7 +129,7 @@ class BuiltinTools:
             else:
                 limit = timeout_s or self.default_timeout_s
                 async with asyncio.timeout(limit):
-                    result = await asyncio.to_thread(run, parsed)
+                    result = await _off_loop(run, parsed)
         except TimeoutError:
             result = ToolResult(ok=False, error=f"{name}: timed out after {limit:g}s")
         except (WorkspaceError, OSError, UnicodeDecodeError) as exc:
@@ -225,6 +226,28 @@ def resolve_in_workspace(root: Path, path: str) -> Path:
     if not candidate.is_relative_to(root):
         raise WorkspaceError(f"path {path!r} is outside the workspace")
     return candidate
+
+
+async def _off_loop(fn: Callable[..., ToolResult], *args: Any) -> ToolResult:
+    """Run ``fn`` on a daemon thread. Not the loop's default executor: a call stuck in the
+    kernel (a dead network mount) would keep the process from exiting after its timeout."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[ToolResult] = loop.create_future()
+
+    def settle(outcome: Any, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome, failed = fn(*args), False
+        except BaseException as exc:  # handed to the awaiting task
+            outcome, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, outcome, failed)
+
+    threading.Thread(target=work, name="trinity-file-tool", daemon=True).start()
+    return await future
 
 
 def _require_regular(target: Path, shown: str, *, must_exist: bool) -> None:
