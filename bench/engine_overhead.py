@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -246,88 +248,117 @@ def table(title: str, header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([f"\n{title}\n", line, rule, *body])
 
 
-async def main() -> None:
+RUNNERS = {
+    "trinity": TrinityRunner,
+    "langgraph": LangGraphRunner,
+    "langgraph-sync": LangGraphSyncRunner,
+}
+MODES = [
+    ("no checkpointer", False, "async"),
+    ("SQLite, durability=sync", True, "sync"),
+    ("SQLite, durability=async", True, "async"),
+]
+
+
+async def measure(cell: dict[str, Any]) -> float:
+    """One table cell, measured in this (fresh) process."""
+    folder = Path(tempfile.mkdtemp(prefix="trinity-bench-"))
+    cls = RUNNERS[cell["runner"]]
+
+    def build() -> Any:
+        return cls(
+            Path(tempfile.mkdtemp(dir=folder)),
+            cell["sleep_s"],
+            cell["checkpoints"],
+            cell["durability"],
+        )
+
+    try:
+        if cell["kind"] == "per_step":
+            return await per_step_us(build, cell["steps"], cell["repeats"])
+        return await concurrent_wall_s(build, cell["runs"], 10, cell["repeats"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_cell(**cell: Any) -> float:
+    """Each cell in its own process, so no measurement inherits another's heap or GC state."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--cell", json.dumps(cell)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"cell {cell} failed:\n{done.stderr}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cell:
+        print(asyncio.run(measure(json.loads(args.cell))))
+        return
     steps = 200 if args.quick else 1000
     repeats = 3 if args.quick else 5
     lg_repeats = 1 if args.quick else 3  # LangGraph's 1,000-run case takes 10-30 s a time
     fan = [1, 10, 100] if args.quick else [1, 100, 1000]
 
-    folder = Path(tempfile.mkdtemp(prefix="trinity-bench-"))
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores, SQLite {sqlite3.sqlite_version}"
     )
     print(f"LangGraph: {LANGGRAPH or 'not installed (pip install -e .[bench])'}")
-    print(f"databases in {folder} (synchronous=FULL, WAL)")
+    print("SQLite in WAL mode with synchronous=FULL; each cell measured in a fresh process")
 
-    def make(
-        cls: Any, sleep_s: float, checkpoints: bool, durability: str = "async"
-    ) -> Callable[[], Any]:
-        def build() -> Any:
-            sub = Path(tempfile.mkdtemp(dir=folder))
-            return cls(sub, sleep_s, checkpoints, durability)
+    rows = []
+    for label, checkpoints, durability in MODES:
+        common = {
+            "kind": "per_step",
+            "sleep_s": 0.0,
+            "checkpoints": checkpoints,
+            "durability": durability,
+            "steps": steps,
+            "repeats": repeats,
+        }
+        ours = run_cell(runner="trinity", **common)
+        row = [label, f"{ours:.1f}"]
+        if LANGGRAPH:
+            theirs = run_cell(runner="langgraph", **common)
+            sync_api = run_cell(runner="langgraph-sync", **common)
+            row += [f"{theirs:.1f}", f"{sync_api:.1f}", f"{min(theirs, sync_api) / ours:.1f}x"]
+        rows.append(row)
+    header = ["per-step cost, µs (median)", "Trinity"]
+    if LANGGRAPH:
+        header += ["LangGraph ainvoke", "LangGraph invoke", "LangGraph best / Trinity"]
+    print(table(f"Part 1: {steps}-step run of a 5-node cycle, trivial nodes", header, rows))
 
-        return build
-
-    try:
-        rows = []
-        modes = [
-            ("no checkpointer", False, "async"),
-            ("SQLite, durability=sync", True, "sync"),
-            ("SQLite, durability=async", True, "async"),
-        ]
-        for label, checkpoints, durability in modes:
-            ours = await per_step_us(
-                make(TrinityRunner, 0.0, checkpoints, durability), steps, repeats
-            )
-            row = [label, f"{ours:.1f}"]
+    rows = []
+    ideal = 10 * 0.010
+    for runs in fan:
+        for label, checkpoints, durability in MODES:
+            common = {
+                "kind": "concurrent",
+                "sleep_s": 0.010,
+                "checkpoints": checkpoints,
+                "durability": durability,
+                "runs": runs,
+            }
+            ours = run_cell(runner="trinity", repeats=repeats, **common)
+            row = [str(runs), label, f"{ours:.3f}", f"{ours / ideal:.2f}x"]
             if LANGGRAPH:
-                theirs = await per_step_us(
-                    make(LangGraphRunner, 0.0, checkpoints, durability), steps, repeats
-                )
-                sync_api = await per_step_us(
-                    make(LangGraphSyncRunner, 0.0, checkpoints, durability), steps, repeats
-                )
-                best = min(theirs, sync_api)
-                row += [f"{theirs:.1f}", f"{sync_api:.1f}", f"{best / ours:.1f}x"]
+                lg = lg_repeats if runs >= 1000 else repeats
+                theirs = run_cell(runner="langgraph", repeats=lg, **common)
+                row += [f"{theirs:.3f}", f"{theirs / ideal:.2f}x"]
             rows.append(row)
-        header = ["per-step cost, µs (median)", "Trinity"]
-        if LANGGRAPH:
-            header += ["LangGraph ainvoke", "LangGraph invoke", "LangGraph best / Trinity"]
-        print(table(f"Part 1: {steps}-step run of a 5-node cycle, trivial nodes", header, rows))
-
-        rows = []
-        ideal = 10 * 0.010
-        for runs in fan:
-            for label, checkpoints, durability in modes:
-                ours = await concurrent_wall_s(
-                    make(TrinityRunner, 0.010, checkpoints, durability), runs, 10, repeats
-                )
-                row = [str(runs), label, f"{ours:.3f}", f"{ours / ideal:.2f}x"]
-                if LANGGRAPH:
-                    theirs = await concurrent_wall_s(
-                        make(LangGraphRunner, 0.010, checkpoints, durability),
-                        runs,
-                        10,
-                        lg_repeats if runs >= 1000 else repeats,
-                    )
-                    row += [f"{theirs:.3f}", f"{theirs / ideal:.2f}x"]
-                rows.append(row)
-        header = ["runs", "mode", "Trinity wall s", "x ideal"]
-        if LANGGRAPH:
-            header += ["LangGraph wall s", "x ideal"]
-        print(
-            table(
-                "Part 2: concurrent runs of 10 steps, each node awaits 10 ms (ideal 0.100 s)",
-                header,
-                rows,
-            )
-        )
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    header = ["runs", "mode", "Trinity wall s", "x ideal"]
+    if LANGGRAPH:
+        header += ["LangGraph wall s", "x ideal"]
+    title = "Part 2: concurrent runs of 10 steps, each node awaits 10 ms (ideal 0.100 s)"
+    print(table(title, header, rows))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
