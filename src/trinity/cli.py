@@ -1,7 +1,9 @@
 """The ``trinity`` command.
 
 Exit codes: 0 the run completed; 1 the run stopped without completing (the reason is printed);
-2 bad input or configuration (nothing was run or stored); 130 interrupted.
+2 bad input or configuration (nothing was run or stored); 3 the run is awaiting approval of a
+tool call (``trinity runs approve ID`` / ``trinity runs deny ID`` decide and continue it);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trinity.config import Settings
-from trinity.errors import ConfigError, InputError, TrinityError
+from trinity.errors import ApprovalPendingError, ConfigError, InputError, TrinityError
 from trinity.llm.registry import check_model, make_provider
 from trinity.llm.scripted import RecordingProvider
 from trinity.runtime import Runtime
@@ -48,7 +50,7 @@ T = TypeVar("T")
 out = Console()
 err = Console(stderr=True)
 
-EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_AWAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DbOption = Annotated[
     str | None,
@@ -112,6 +114,14 @@ class _Progress:
             return f"[green]grisha[/]   {data['step']}: {mark} — {escape(data['summary'][:160])}"
         if kind == "decision":
             return f"[magenta]meta[/]     {data['action']} after {data['step']}"
+        if kind == "approval_requested":
+            return (
+                f"[yellow]tetyana[/]  {data['step']}: {data['tool']} [bold yellow]needs approval"
+                f"[/] — {escape(str(data['reason']))}"
+            )
+        if kind == "permission" and data.get("by"):  # a person's decision is being applied
+            verb = "approved" if data["action"] == "approve" else "denied"
+            return f"[yellow]tetyana[/]  {data['step']}: {verb} by {escape(str(data['by']))}"
         if kind == "lessons_stored":
             return f"[cyan]knowledge[/] stored {data['count']} lesson(s)"
         if kind == "llm_call":
@@ -170,6 +180,12 @@ def run(
     verify: Annotated[
         VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
     ] = None,
+    permissions: Annotated[
+        Path | None,
+        typer.Option(
+            "--permissions", help="Tool permission policy (YAML): allow / ask / deny per tool"
+        ),
+    ] = None,
     record: Annotated[
         Path | None, typer.Option("--record", help="Save the LLM traffic as a replayable script")
     ] = None,
@@ -196,6 +212,7 @@ def run(
             verification=verify,
             token_budget=token_budget,
             max_replans=max_replans,
+            permissions_file=permissions,
         )
     except TrinityError as exc:
         _fail(str(exc))
@@ -231,9 +248,32 @@ def _print_outcome(state: RunState, json_output: bool) -> NoReturn:
         out.print_json(state.model_dump_json())
     else:
         err.print(_steps_table(state))
-        colour = "green" if state.stop_reason == StopReason.COMPLETED else "red"
+        colour = {StopReason.COMPLETED: "green", StopReason.AWAITING_APPROVAL: "yellow"}.get(
+            state.stop_reason, "red"
+        )
         err.print(f"[{colour}]{escape(row_report)}[/]", highlight=False)
+        if state.stop_reason == StopReason.AWAITING_APPROVAL:
+            _print_waiting(state)
+    if state.stop_reason == StopReason.AWAITING_APPROVAL:
+        raise typer.Exit(EXIT_AWAITING)
     raise typer.Exit(EXIT_OK if state.stop_reason == StopReason.COMPLETED else EXIT_STOPPED)
+
+
+def _print_waiting(state: RunState) -> None:
+    """What waits for a person, and the commands that decide it."""
+    pending = state.pending_approval
+    if pending is None:
+        return
+    args = json.dumps(pending.args, ensure_ascii=False, default=str)
+    rule = f"rule {pending.rule}" if pending.rule is not None else "the policy's default"
+    err.print(
+        f"[bold yellow]awaiting approval[/]: step {escape(pending.step_id)} wants "
+        f"{escape(pending.tool)} {escape(args[:500])}\n  asked by {rule}: "
+        f"{escape(pending.reason)}\n  approve: trinity runs approve {state.run_id} [--note TEXT]"
+        f"\n  deny:    trinity runs deny {state.run_id} [--note TEXT]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _report(state: RunState) -> str:
@@ -357,6 +397,8 @@ def runs_resume(
     try:
         row = _find_run(runtime, run_id)
         state = asyncio.run(runtime.resume(row["id"], model=model, on_event=progress))
+    except ApprovalPendingError as exc:
+        _fail(str(exc), EXIT_AWAITING)
     except TrinityError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -364,6 +406,69 @@ def runs_resume(
     finally:
         runtime.close()
     _print_outcome(state, json_output)
+
+
+NoteOption = Annotated[
+    str | None, typer.Option("--note", help="Why: stored with the decision in the audit log")
+]
+
+
+def _decide(
+    run_id: str, approve: bool, note: str | None, db: str | None, json_output: bool
+) -> None:
+    runtime = _runtime(_settings(db))
+    progress = None if json_output else _Progress(err)
+    decide = runtime.approve if approve else runtime.deny
+    try:
+        row = _find_run(runtime, run_id)
+        state = asyncio.run(decide(row["id"], note, on_event=progress))
+    except TrinityError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        runtime.close()
+    _print_outcome(state, json_output)
+
+
+@runs_app.command("approve")
+def runs_approve(
+    run_id: str, note: NoteOption = None, db: DbOption = None, json_output: JsonOption = False
+) -> None:
+    """Approve the tool call a run waits for, and continue the run (the call is made once)."""
+    _decide(run_id, True, note, db, json_output)
+
+
+@runs_app.command("deny")
+def runs_deny(
+    run_id: str, note: NoteOption = None, db: DbOption = None, json_output: JsonOption = False
+) -> None:
+    """Refuse the tool call a run waits for, and continue the run (that step fails)."""
+    _decide(run_id, False, note, db, json_output)
+
+
+@runs_app.command("audit")
+def runs_audit(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
+    """Every permission decision of a run: the policy's (allow / ask / deny) and people's."""
+    row, rows = _read_run(db, run_id, Store.list_audit)
+    if json_output:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Audit of run {row['id']}")
+    for column in ("time (UTC)", "step", "tool", "decision", "by", "rule", "reason", "args"):
+        table.add_column(column, overflow="fold")
+    for entry in rows:
+        table.add_row(
+            _when(entry["ts"]),
+            entry["step_id"] or "",
+            entry["tool"],
+            entry["decision"],
+            entry["actor"],
+            "" if entry["rule"] is None else str(entry["rule"]),
+            escape(entry["reason"]),
+            escape(json.dumps(entry["args"], ensure_ascii=False)[:200]),
+        )
+    out.print(table)
 
 
 # -- trinity doctor ------------------------------------------------------------------------------

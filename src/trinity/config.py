@@ -7,7 +7,7 @@ and are held as ``SecretStr`` so they never print.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import (
@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
+    permissions_file: Path | None = Field(
+        default=None, description="Tool permission policy (YAML); see trinity.tools.permissions"
+    )
+    permissions: dict[str, Any] | None = Field(
+        default=None,
+        description="The same policy inline (a [permissions] table in trinity.toml); "
+        "permissions_file wins when both are set",
+    )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("TRINITY_OPENAI_API_KEY", "OPENAI_API_KEY")

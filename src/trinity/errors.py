@@ -4,7 +4,10 @@ Hierarchy::
 
     TrinityError
     ├── InputError            bad task text, plan file, CLI argument or config value
-    │   └── PlanFileError     a plan file that cannot be read, parsed or validated
+    │   ├── PlanFileError     a plan file that cannot be read, parsed or validated
+    │   ├── PermissionsError  a permission policy that cannot be read or validated
+    │   │                     (defined in trinity.tools.permissions)
+    │   └── ApprovalPendingError   a run waits for a person to approve or deny a tool call
     ├── ConfigError           model string, missing API key, unusable setting
     ├── LLMError              a provider call failed after its retries
     │   ├── LLMTimeoutError
@@ -37,6 +40,14 @@ class PlanFileError(InputError):
         self.detail = message
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {message}")
+
+
+class ApprovalPendingError(InputError):
+    """A run cannot go on until a person approves or denies its pending tool call."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(message)
 
 
 class ConfigError(TrinityError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from trinity.state import RunState, StepStatus, StopReason
 
 _ADVICE = {
@@ -13,6 +15,8 @@ _ADVICE = {
     "task.",
     StopReason.TOKEN_BUDGET: "Raise the token budget or use a smaller plan.",
     StopReason.CANCELLED: "The run was cancelled; `trinity runs resume ID` continues it.",
+    StopReason.AWAITING_APPROVAL: "A person decides: `trinity runs approve ID` makes the call and "
+    "continues the run; `trinity runs deny ID` refuses it (the step fails). Add --note to say why.",
     StopReason.ERROR: "A service failed for good (the reason is above) or a bug: "
     "`trinity runs trace ID --json` has the details and any traceback.",
 }
@@ -41,5 +45,15 @@ def render_report(state: RunState) -> str:
                 f"- step {step.id} ({step.tool}): {step.status.value}"
                 + (f" — {verdict.summary}" if verdict else "")
             )
-    lines.append(f"What to try: {_ADVICE[reason]}")
+    advice = _ADVICE[reason]
+    pending = state.pending_approval
+    if reason == StopReason.AWAITING_APPROVAL and pending is not None:
+        args = json.dumps(pending.args, ensure_ascii=False, default=str)
+        rule = f"rule {pending.rule}" if pending.rule is not None else "the default"
+        lines.append(
+            f"- waiting: step {pending.step_id} ({pending.tool} {args[:300]}) — {rule}: "
+            f"{pending.reason}"
+        )
+        advice = advice.replace(" ID", f" {state.run_id}")
+    lines.append(f"What to try: {advice}")
     return "\n".join(lines)

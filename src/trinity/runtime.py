@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import time
@@ -15,22 +16,38 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trinity.agents import AgentContext, build_graph
 from trinity.agents.atlas import check_steps
 from trinity.agents.knowledge import Knowledge
 from trinity.config import Settings
 from trinity.engine import Engine, Limits, StoreCheckpointer, load_state
-from trinity.errors import ConfigError, InputError, PlanFileError, StoreError
+from trinity.errors import (
+    ApprovalPendingError,
+    ConfigError,
+    InputError,
+    PlanFileError,
+    StoreError,
+)
 from trinity.llm.base import LLMProvider
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.report import render_report
-from trinity.state import Plan, Policy, RunState, StepStatus, StopReason, Task, VerificationLevel
+from trinity.state import (
+    PendingApproval,
+    Plan,
+    Policy,
+    RunState,
+    StepStatus,
+    StopReason,
+    Task,
+    VerificationLevel,
+)
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
+from trinity.tools.permissions import PermissionPolicy, audit_args
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +69,8 @@ class RunRequest:
     token_budget: int | None = None
     requested: dict[str, Any] = field(default_factory=dict)
     """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
+    permissions: PermissionPolicy | None = None
+    """The tool permission policy; the run keeps it (in its state) when resumed."""
 
 
 class Runtime:
@@ -62,13 +81,15 @@ class Runtime:
         store: Store | None = None,
         llm: LLMProvider | None = None,
         tools: ToolProvider | None = None,
+        permissions: PermissionPolicy | None = None,
     ) -> None:
         """``llm`` and ``tools`` replace what the model string and workspace would make (tests,
-        embedding applications)."""
+        embedding applications); ``permissions`` replaces the policy the settings name."""
         self.settings = settings or Settings()
         self._store = store
         self._llm = llm
         self._tools = tools
+        self._permissions = permissions
         self._cancels: dict[str, asyncio.Event] = {}
 
     @property
@@ -97,9 +118,13 @@ class Runtime:
         verification: VerificationLevel | None = None,
         token_budget: int | None = None,
         max_replans: int | None = None,
+        permissions_file: str | Path | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
-        request that :meth:`start` can run. Nothing about the run is stored yet."""
+        request that :meth:`start` can run. Nothing about the run is stored yet.
+
+        The permission policy is ``permissions_file``, else the Runtime's ``permissions``, else
+        ``settings.permissions_file``, else ``settings.permissions`` (inline), else none."""
         s = self.settings
         if not target or not target.strip():
             raise InputError("the task is empty: give a task in words or a plan file path")
@@ -152,6 +177,7 @@ class Runtime:
             "verification": VerificationLevel(verification) if verification else None,
         }
         requested = {key: value for key, value in explicit.items() if value is not None}
+        permissions = self._load_permissions(permissions_file)
         _ = self.store  # last: a bad database URL or a too-new schema is bad configuration
         return RunRequest(
             task=task,
@@ -163,7 +189,22 @@ class Runtime:
             timeout_s=deadline,
             token_budget=tokens,
             requested=requested,
+            permissions=permissions,
         )
+
+    def _load_permissions(self, path: str | Path | None) -> PermissionPolicy | None:
+        s = self.settings
+        if path is not None:
+            return PermissionPolicy.load(path)
+        if self._permissions is not None:
+            return self._permissions
+        if s.permissions_file is not None:
+            return PermissionPolicy.load(s.permissions_file)
+        if s.permissions is not None:
+            return PermissionPolicy.from_data(
+                s.permissions, source="permissions setting (trinity.toml or TRINITY_PERMISSIONS)"
+            )
+        return None
 
     # -- running -------------------------------------------------------------------------------
 
@@ -188,6 +229,7 @@ class Runtime:
                 token_budget=request.token_budget,
             ),
             requested=request.requested,
+            permissions=request.permissions.to_data() if request.permissions else None,
             started_at=time.time(),
         )
         services = self._services(state)  # fails before anything is stored
@@ -217,6 +259,12 @@ class Runtime:
         if state.stop_reason == StopReason.CANCELLED:
             state.stop_reason, state.stop_detail, state.finished_at = None, "", None
             state.next_node = state.next_node or "meta"
+        if state.stop_reason == StopReason.AWAITING_APPROVAL:
+            pending = state.pending_approval
+            if pending is None or self._decision_on(state.run_id, pending) is None:
+                raise ApprovalPendingError(state.run_id, _waiting_message(state))
+            # decided (perhaps by a process that died before it could go on): Tetyana acts on it
+            state.stop_reason, state.stop_detail, state.finished_at = None, "", None
         if state.stop_reason is not None:
             return state
         if model is not None:
@@ -227,6 +275,82 @@ class Runtime:
         limits = Limits(max_steps=state.policy.max_steps, deadline_s=state.policy.deadline_s)
         seq = self.store.last_event_seq(state.run_id)
         return await self._drive(state, services, limits, on_event, seq=seq)
+
+    async def approve(
+        self,
+        run_id: str,
+        note: str | None = None,
+        *,
+        actor: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunState:
+        """Approve the call a run waits for, then continue the run (the call is made once).
+
+        The decision is durable and audited; ``actor`` defaults to the OS user.
+        """
+        return await self._decide(run_id, "approve", note, actor, on_event)
+
+    async def deny(
+        self,
+        run_id: str,
+        note: str | None = None,
+        *,
+        actor: str | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunState:
+        """Refuse the call a run waits for, then continue the run: the step fails as
+        "denied by <actor>" and the Meta-Planner goes on from there (replan or stop)."""
+        return await self._decide(run_id, "deny", note, actor, on_event)
+
+    async def _decide(
+        self,
+        run_id: str,
+        decision: Literal["approve", "deny"],
+        note: str | None,
+        actor: str | None,
+        on_event: EventCallback | None,
+    ) -> RunState:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise InputError(f"no run with id {run_id!r}")
+        latest = self.store.latest_checkpoint(row["id"])
+        state = load_state(RunState, latest[2]) if latest else None
+        pending = state.pending_approval if state else None
+        if state is None or state.stop_reason != StopReason.AWAITING_APPROVAL or not pending:
+            raise InputError(f"run {row['id']} is not awaiting approval (status {row['status']})")
+        who = actor or _os_user()
+        recorded = await self.store.set_approval(
+            state.run_id,
+            pending.step_id,
+            pending.attempt,
+            decision,
+            who,
+            note,
+            revision=pending.revision,
+        )
+        if not recorded:
+            earlier = self._decision_on(state.run_id, pending) or {}
+            raise InputError(
+                f"the call run {state.run_id} waits for was already decided "
+                f"({earlier.get('decision')} by {earlier.get('actor')}); if no process is "
+                f"running it, `trinity runs resume {state.run_id}` continues it"
+            )
+        self.store.add_audit(
+            state.run_id,
+            pending.step_id,
+            pending.tool,
+            audit_args(pending.args),
+            decision,
+            pending.rule,
+            note or "",
+            who,
+        )
+        return await self.resume(state.run_id, on_event=on_event)
+
+    def _decision_on(self, run_id: str, pending: PendingApproval) -> dict[str, Any] | None:
+        return self.store.get_approval(
+            run_id, pending.step_id, pending.attempt, revision=pending.revision
+        )
 
     def cancel(self, run_id: str) -> bool:
         """Ask a run in this process to stop after its current node. True if it was running."""
@@ -279,6 +403,11 @@ class Runtime:
             workspace=Path(state.task.workspace).resolve(),
             llm=llm,
             emit=emit,
+            permissions=(
+                PermissionPolicy.from_data(state.permissions, source=f"run {state.run_id}")
+                if state.permissions is not None
+                else None
+            ),
         )
         checkpointer = StoreCheckpointer(store)
         engine = Engine(build_graph(ctx), checkpointer=checkpointer, on_event=emit)
@@ -314,6 +443,23 @@ class Runtime:
             state.run_id, state.step, state.next_node, state.model_dump_json(), durable=False
         )
         await self.store.finish_run(state, render_report(state))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name and no passwd entry (some containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _waiting_message(state: RunState) -> str:
+    pending = state.pending_approval
+    what = f"step {pending.step_id!r} ({pending.tool})" if pending else "a tool call"
+    run = state.run_id
+    return (
+        f"run {run} is awaiting approval of {what}: approve it with "
+        f"`trinity runs approve {run}` or refuse it with `trinity runs deny {run}`"
+    )
 
 
 def _check_workspace(root: Path) -> None:

@@ -29,6 +29,9 @@ class StopReason(StrEnum):
     """The run used its budget of LLM tokens."""
     CANCELLED = "cancelled"
     """Somebody cancelled the run."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    """The permission policy says a person must approve the next tool call
+    (``RunState.pending_approval``); ``Runtime.approve`` / ``deny`` continue the run."""
     ERROR = "error"
     """An unexpected error (a bug, or a service that failed for good)."""
 
@@ -37,6 +40,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 class VerificationLevel(StrEnum):
@@ -183,6 +187,9 @@ class Attempt(BaseModel):
     finished_at: float | None = None
     interrupted: bool = False
     """The run died during this call: the action may or may not have happened."""
+    denied: bool = False
+    """The permission policy or a person refused the call; it was not made (and repeating the
+    same call is pointless)."""
     result: ToolResult | None = None
     verdict: Verdict | None = None
 
@@ -206,6 +213,22 @@ class Step(StepSpec):
 
     status: StepStatus = StepStatus.PENDING
     attempts: list[Attempt] = Field(default_factory=list)
+
+
+class PendingApproval(BaseModel):
+    """A tool call the permission policy wants a person to approve before it is made."""
+
+    step_id: str
+    attempt: int
+    """The attempt number the call will be, once approved."""
+    revision: int = 0
+    """The plan revision the step belongs to."""
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    rule: int | None = None
+    """The policy rule (numbered from 1) that asked; ``None`` for the policy's default."""
+    reason: str = ""
+    requested_at: float = Field(default_factory=time.time)
 
 
 class Plan(BaseModel):
@@ -319,6 +342,11 @@ class RunState(EngineState):
     lessons_stored: int = 0
     usage: Usage = Field(default_factory=Usage)
     counters: Counters = Field(default_factory=Counters)
+    permissions: dict[str, Any] | None = None
+    """The tool permission policy the run started with, as data
+    (``trinity.tools.permissions.PermissionPolicy.to_data``); a resumed run keeps it."""
+    pending_approval: PendingApproval | None = None
+    """The call waiting for a person's decision while the run is ``awaiting_approval``."""
 
     @property
     def current_step(self) -> Step | None:
@@ -332,4 +360,6 @@ class RunState(EngineState):
             return RunStatus.RUNNING
         if self.stop_reason == StopReason.COMPLETED:
             return RunStatus.SUCCEEDED
+        if self.stop_reason == StopReason.AWAITING_APPROVAL:
+            return RunStatus.AWAITING_APPROVAL
         return RunStatus.FAILED

@@ -21,6 +21,7 @@ from trinity.llm.structured import complete_structured
 from trinity.state import RunState, StopReason
 from trinity.store import Store
 from trinity.tools.base import ToolProvider, ToolSpec
+from trinity.tools.permissions import PermissionPolicy
 
 T = TypeVar("T", bound=BaseModel)
 Emit = Callable[[str, str | None, dict[str, Any]], None]
@@ -41,6 +42,8 @@ class AgentContext:
     workspace: Path
     llm: LLMProvider | None = None
     emit: Emit = lambda kind, node, data: None
+    permissions: PermissionPolicy | None = None
+    """Tool permission policy Tetyana checks before each call; ``None`` allows every call."""
 
     async def ask(
         self,

@@ -83,7 +83,17 @@ class Grisha:
         if step is None or not step.attempts or step.attempts[-1].result is None:
             return {}
         attempt = step.attempts[-1]
-        verdict = await self.verify(state, step, attempt.result, interrupted=attempt.interrupted)
+        if attempt.denied:  # never made: nothing to check, and no judge can pass it
+            verdict = Verdict(
+                step_id=step.id,
+                passed=False,
+                level=state.policy.verification,
+                summary=attempt.result.error or "the call was refused",
+            )
+        else:
+            verdict = await self.verify(
+                state, step, attempt.result, interrupted=attempt.interrupted
+            )
         attempt.verdict = verdict
         step.status = StepStatus.SUCCEEDED if verdict.passed else StepStatus.FAILED
         self.ctx.emit(

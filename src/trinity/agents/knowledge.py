@@ -32,10 +32,10 @@ MAX_LESSON_CHARS = 2000
 def derive_lessons(state: RunState) -> list[Lesson]:
     """What worked, what failed and why — from the run's own record, without an LLM.
 
-    A cancelled run yields none: a cancel teaches nothing, and the run may be resumed (its
-    lessons are drawn when it really ends)."""
+    A cancelled run, or one waiting for an approval, yields none: it has not ended, and will
+    be resumed (its lessons are drawn when it really ends)."""
     lessons: list[Lesson] = []
-    if state.stop_reason == StopReason.CANCELLED:
+    if state.stop_reason in (StopReason.CANCELLED, StopReason.AWAITING_APPROVAL):
         return lessons
 
     def lesson(outcome: str, text: str, tags: list[str]) -> None:

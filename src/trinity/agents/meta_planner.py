@@ -94,6 +94,7 @@ class MetaPlanner:
         retry_ok = (
             policy.on_failure == FailureAction.RETRY
             and not attempt.interrupted  # never repeat an action that may already have happened
+            and not attempt.denied  # the same call would be refused again
             and len(step.attempts) <= policy.max_step_retries
         )
         if retry_ok:

@@ -1,4 +1,5 @@
-"""SQLite persistence: runs, steps, events, checkpoints, lessons (with FTS5 search).
+"""SQLite persistence: runs, steps, events, checkpoints, lessons (with FTS5 search), the
+permission audit log and approvals.
 
 WAL mode lets readers (CLI, dashboard) read while a run writes. Every write goes through one
 :class:`GroupCommitWriter`; reads use a connection per thread. The schema is versioned with
@@ -95,6 +96,33 @@ MIGRATIONS: list[str] = [
         INSERT INTO lessons_fts(lessons_fts, rowid, task, text, tags)
         VALUES ('delete', old.id, old.task, old.text, old.tags);
     END;
+    """,
+    # 2: the permission audit log and people's approvals
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        step_id TEXT,
+        tool TEXT NOT NULL,
+        args TEXT NOT NULL,
+        decision TEXT NOT NULL,  -- allow | ask | deny (actor 'policy'); approve | deny (a person)
+        rule INTEGER,            -- the deciding rule's number (from 1); NULL: the default
+        reason TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX audit_run ON audit(run_id, id);
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,  -- plan revision: a replanned step may reuse an id
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        decision TEXT NOT NULL,     -- approve | deny
+        actor TEXT NOT NULL,
+        ts REAL NOT NULL,
+        note TEXT,
+        PRIMARY KEY (run_id, revision, step_id, attempt)
+    ) WITHOUT ROWID;
     """,
 ]
 
@@ -334,6 +362,83 @@ class Store:
                 (run_id,),
             ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
+
+    # -- permissions: audit log and approvals --------------------------------------------------
+
+    def add_audit(
+        self,
+        run_id: str,
+        step_id: str | None,
+        tool: str,
+        args: dict[str, Any],
+        decision: str,
+        rule: int | None,
+        reason: str,
+        actor: str,
+    ) -> None:
+        """Record a permission decision (fire and forget: it commits with the next batch, and
+        the run's final flush waits for it)."""
+        self.writer.write(
+            "INSERT INTO audit (run_id, step_id, tool, args, decision, rule, reason, actor, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                step_id,
+                tool,
+                json.dumps(args, default=str),
+                decision,
+                rule,
+                reason,
+                actor,
+                time.time(),
+            ),
+        )
+
+    def list_audit(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's audit rows, oldest first, with ``args`` parsed."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT run_id, step_id, tool, args, decision, rule, reason, actor, ts "
+                "FROM audit WHERE run_id=? ORDER BY id",
+                (run_id,),
+            ).fetchall()
+        return [{**dict(row), "args": json.loads(row["args"])} for row in rows]
+
+    async def set_approval(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        decision: Literal["approve", "deny"],
+        actor: str,
+        note: str | None = None,
+        *,
+        revision: int = 0,
+    ) -> bool:
+        """Record a person's decision on one pending call, durably. Returns ``False`` (and
+        changes nothing) when that call already has a decision: the first one stands."""
+        try:
+            await self.writer.write_durable(
+                "INSERT INTO approvals (run_id, revision, step_id, attempt, decision, actor, ts, "
+                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, revision, step_id, attempt, decision, actor, time.time(), note),
+            )
+        except StoreError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            return False
+        return True
+
+    def get_approval(
+        self, run_id: str, step_id: str, attempt: int, *, revision: int = 0
+    ) -> dict[str, Any] | None:
+        """The decision recorded for one call, or ``None``."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM approvals WHERE run_id=? AND revision=? AND step_id=? AND attempt=?",
+                (run_id, revision, step_id, attempt),
+            ).fetchone()
+        return dict(row) if row else None
 
     # -- lessons -------------------------------------------------------------------------------
 
