@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_fixtures import NODE, ensure_npm_servers
 from trinity.config import Settings
 from trinity.store import Store
 
@@ -36,3 +37,15 @@ def store(settings: Settings) -> Iterator[Store]:
     store = Store.open(settings.database_url)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """node, with the npm reference MCP servers installed from the lockfile when missing."""
+    if NODE is None:
+        pytest.skip(
+            "NODE IS NOT INSTALLED: the npm reference MCP servers (server-everything, "
+            "server-filesystem) cannot run; install Node.js 20+ to run these tests"
+        )
+    ensure_npm_servers()
+    return NODE

@@ -44,6 +44,12 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Look at past and running runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+mcp_app = typer.Typer(help="Trinity's built-in tools as an MCP server.", no_args_is_help=True)
+app.add_typer(mcp_app, name="mcp")
+tools_app = typer.Typer(
+    help="List and call tools (built-in and MCP servers).", no_args_is_help=True
+)
+app.add_typer(tools_app, name="tools")
 
 T = TypeVar("T")
 
@@ -180,6 +186,10 @@ def run(
     verify: Annotated[
         VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
     ] = None,
+    mcp: Annotated[
+        Path | None,
+        typer.Option("--mcp", help='MCP servers file ({"mcpServers": {...}} JSON)'),
+    ] = None,
     permissions: Annotated[
         Path | None,
         typer.Option(
@@ -213,6 +223,7 @@ def run(
             token_budget=token_budget,
             max_replans=max_replans,
             permissions_file=permissions,
+            mcp_servers_file=mcp,
         )
     except TrinityError as exc:
         _fail(str(exc))
@@ -469,6 +480,175 @@ def runs_audit(run_id: str, db: DbOption = None, json_output: JsonOption = False
             escape(json.dumps(entry["args"], ensure_ascii=False)[:200]),
         )
     out.print(table)
+
+
+# -- trinity tools ... ---------------------------------------------------------------------------
+
+McpOption = Annotated[
+    Path | None,
+    typer.Option("--mcp", help='MCP servers file ({"mcpServers": {...}} JSON)'),
+]
+WorkspaceOption = Annotated[
+    Path | None, typer.Option("--workspace", "-w", help="Folder the built-in tools work in")
+]
+
+
+def _hub(settings: Settings, mcp: Path | None, workspace: Path | None) -> Any:
+    from trinity.tools import BuiltinTools, McpConfig, ToolHub, load_mcp_config, parse_mcp_config
+
+    path = mcp or settings.mcp_servers_file
+    if path is not None:
+        config = load_mcp_config(path)
+    elif settings.mcp_servers:
+        config = parse_mcp_config({"servers": settings.mcp_servers}, source="mcp_servers setting")
+    else:
+        config = McpConfig()
+    root = workspace or settings.workspace
+    builtin = BuiltinTools(root, default_timeout_s=settings.tool_timeout_s)
+    return ToolHub(config, local=[builtin], default_timeout_s=settings.tool_timeout_s)
+
+
+@tools_app.command("list")
+def tools_list(
+    mcp: McpOption = None, workspace: WorkspaceOption = None, json_output: JsonOption = False
+) -> None:
+    """Every tool the runs can use: built-in ones and each MCP server's, with their arguments."""
+    settings = _settings(None)
+
+    async def listing() -> tuple[list[Any], dict[str, str]]:
+        hub = _hub(settings, mcp, workspace)
+        try:
+            problems = await hub.start()
+            return await hub.list_tools(), problems
+        finally:
+            await hub.aclose()
+
+    try:
+        specs, problems = asyncio.run(listing())
+    except TrinityError as exc:
+        _fail(str(exc))
+    for server, problem in (problems or {}).items():
+        err.print(f"[yellow]warning:[/] server {server!r}: {escape(str(problem))}", soft_wrap=True)
+    if json_output:
+        out.print_json(
+            json.dumps(
+                [
+                    {"name": s.name, "description": s.description, "input_schema": s.input_schema}
+                    for s in specs
+                ]
+            )
+        )
+        return
+    table = Table(title=f"{len(specs)} tools")
+    for column in ("tool", "arguments (* required)", "description"):
+        table.add_column(column, overflow="fold")
+    for spec in specs:
+        required = set(spec.input_schema.get("required", []))
+        names = [
+            f"{name}{'*' if name in required else ''}"
+            for name in spec.input_schema.get("properties", {})
+        ]
+        table.add_row(spec.name, ", ".join(names), escape(spec.description[:120]))
+    out.print(table)
+
+
+@tools_app.command("call")
+def tools_call(
+    name: Annotated[str, typer.Argument(help="Tool name, e.g. fs.read or time.get_current_time")],
+    args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object")] = "{}",
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.001)] = None,
+    permissions: Annotated[
+        Path | None, typer.Option("--permissions", help="Permission policy to apply (YAML)")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Approve a call the policy would ask")] = False,
+    mcp: McpOption = None,
+    workspace: WorkspaceOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Call one tool directly (to debug a server). The permission policy still applies."""
+    from trinity.tools.permissions import PermissionPolicy
+
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError as exc:
+        _fail(f"--args is not valid JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(parsed, dict):
+        _fail(f"--args must be a JSON object, got {type(parsed).__name__}")
+    settings = _settings(None)
+    try:
+        policy = None
+        if permissions or settings.permissions_file:
+            policy = PermissionPolicy.load(permissions or settings.permissions_file)
+        elif settings.permissions:
+            policy = PermissionPolicy.from_data(settings.permissions, source="permissions setting")
+    except TrinityError as exc:
+        _fail(str(exc))
+    if policy is not None:
+        root = Path(workspace or settings.workspace).expanduser().resolve()
+        decision = policy.check(name, parsed, workspace=root)
+        if decision.action.value == "deny":
+            _fail(f"denied by the permission policy: {decision.reason}")
+        if decision.action.value == "ask" and not yes:
+            _fail(f"the permission policy asks before this call ({decision.reason}): add --yes")
+
+    async def calling() -> Any:
+        hub = _hub(settings, mcp, workspace)
+        try:
+            return await hub.call(name, parsed, timeout_s=timeout)
+        finally:
+            await hub.aclose()
+
+    try:
+        result = asyncio.run(calling())
+    except TrinityError as exc:
+        _fail(str(exc))
+    if json_output:
+        out.print_json(result.model_dump_json())
+    elif result.ok:
+        sys.stdout.write(result.output + ("" if result.output.endswith("\n") else "\n"))
+    else:
+        err.print(f"[red]{escape(name)} failed:[/] {escape(result.error or '')}", soft_wrap=True)
+        if result.output:
+            sys.stdout.write(result.output + "\n")
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_STOPPED)
+
+
+# -- trinity mcp serve -----------------------------------------------------------------------
+
+
+@mcp_app.command("serve")
+def mcp_serve(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="Folder the tools are confined to")
+    ] = Path("."),
+    transport: Annotated[
+        str, typer.Option("--transport", help="stdio (for a parent process) or http")
+    ] = "stdio",
+    host: Annotated[str, typer.Option("--host", help="HTTP bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port (0: any free port)")] = 8765,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-host", help="Let http.fetch reach this host or network"),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Tool timeout (s)")] = 60.0,
+    allow_non_loopback: Annotated[
+        bool, typer.Option("--allow-non-loopback", help="Allow a non-loopback --host")
+    ] = False,
+) -> None:
+    """Serve fs.*, shell.run, http.fetch and python.run to any MCP client (stdio or HTTP).
+
+    Over HTTP a bearer token is required when TRINITY_MCP_TOKEN is set."""
+    from trinity.tools import builtin_server
+
+    if transport not in ("stdio", "http"):
+        _fail(f"--transport must be stdio or http, got {transport!r}")
+    argv = ["--workspace", str(workspace), "--transport", transport, "--host", host]
+    argv += ["--port", str(port), "--timeout", str(timeout)]
+    for entry in allow_host or []:
+        argv += ["--allow-host", entry]
+    if allow_non_loopback:
+        argv.append("--allow-non-loopback")
+    builtin_server.main(argv)
 
 
 # -- trinity doctor ------------------------------------------------------------------------------

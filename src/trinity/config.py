@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
+    mcp_servers_file: Path | None = Field(
+        default=None,
+        description='MCP servers to use, in the common {"mcpServers": {...}} JSON shape',
+    )
+    mcp_servers: dict[str, Any] | None = Field(
+        default=None,
+        description="The same inline ([mcp_servers.NAME] tables in trinity.toml); "
+        "mcp_servers_file wins when both are set",
+    )
     permissions_file: Path | None = Field(
         default=None, description="Tool permission policy (YAML); see trinity.tools.permissions"
     )

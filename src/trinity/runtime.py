@@ -47,6 +47,8 @@ from trinity.state import (
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
+from trinity.tools.hub import ToolHub
+from trinity.tools.mcp_config import McpConfig, load_mcp_config, parse_mcp_config
 from trinity.tools.permissions import PermissionPolicy, audit_args
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class RunRequest:
     requested: dict[str, Any] = field(default_factory=dict)
     """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
     permissions: PermissionPolicy | None = None
+    mcp_servers_file: str | None = None
     """The tool permission policy; the run keeps it (in its state) when resumed."""
 
 
@@ -119,6 +122,7 @@ class Runtime:
         token_budget: int | None = None,
         max_replans: int | None = None,
         permissions_file: str | Path | None = None,
+        mcp_servers_file: str | Path | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet.
@@ -154,8 +158,14 @@ class Runtime:
             check_model(model, s)
         root = Path(workspace or s.workspace).expanduser()
         _check_workspace(root)
+        mcp_file = str(mcp_servers_file or s.mcp_servers_file or "") or None
+        mcp = self._mcp_config(mcp_file)
         if plan is not None and plan_file is not None and self._tools is None:
-            problems = check_steps([*plan.steps], list(BUILTIN_SPECS), set())
+            # Built-in tools are checked here; a server's tools are only known once it runs,
+            # so for those the server must exist and the call validates the arguments.
+            servers = {server.name for server in mcp.enabled()}
+            builtin = [step for step in plan.steps if step.tool.split(".")[0] not in servers]
+            problems = check_steps(builtin, list(BUILTIN_SPECS), set())
             if problems:
                 raise PlanFileError(plan_file, "; ".join(problems))
         steps = max_steps if max_steps is not None else s.max_steps
@@ -190,7 +200,18 @@ class Runtime:
             token_budget=tokens,
             requested=requested,
             permissions=permissions,
+            mcp_servers_file=mcp_file,
         )
+
+    def _mcp_config(self, path: str | None) -> McpConfig:
+        """The MCP servers: a file (``--mcp`` or the setting), else inline settings, else none."""
+        if path is not None:
+            return load_mcp_config(path)
+        if self.settings.mcp_servers:
+            return parse_mcp_config(
+                {"servers": self.settings.mcp_servers}, source="mcp_servers setting"
+            )
+        return McpConfig()
 
     def _load_permissions(self, path: str | Path | None) -> PermissionPolicy | None:
         s = self.settings
@@ -230,6 +251,7 @@ class Runtime:
             ),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
+            mcp_servers_file=request.mcp_servers_file,
             started_at=time.time(),
         )
         services = self._services(state)  # fails before anything is stored
@@ -371,11 +393,16 @@ class Runtime:
         tools = self._tools
         if tools is None:
             try:
-                tools = BuiltinTools(
+                builtin = BuiltinTools(
                     state.task.workspace, default_timeout_s=self.settings.tool_timeout_s
                 )
             except OSError as exc:
                 raise InputError(f"cannot use workspace {state.task.workspace}: {exc}") from None
+            tools = ToolHub(
+                self._mcp_config(state.mcp_servers_file),
+                local=[builtin],
+                default_timeout_s=self.settings.tool_timeout_s,
+            )
         return llm, tools
 
     async def _drive(

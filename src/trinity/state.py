@@ -336,6 +336,9 @@ class RunState(EngineState):
     decision: Decision | None = None
     """The Meta-Planner's latest decision; the router follows it."""
     last_verdict: Verdict | None = None
+    mcp_servers_file: str | None = None
+    """The MCP servers file the run was started with (resume uses it again). Only the path is
+    kept: the file may hold credentials that do not belong in checkpoints."""
     requested: dict[str, Any] = Field(default_factory=dict)
     """Policy values the user fixed (``verification``, ``max_steps``…); they win over choices."""
     lessons_used: list[Lesson] = Field(default_factory=list)

@@ -1,0 +1,139 @@
+"""Whole runs whose plans use tools from MCP servers: two at once, and Trinity's own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_fixtures import EVERYTHING_JS
+from trinity.config import Settings
+from trinity.errors import PlanFileError
+from trinity.llm.scripted import ScriptedProvider
+from trinity.runtime import Runtime
+from trinity.state import StepStatus, StopReason
+from trinity.tools import ToolHub, parse_mcp_config
+
+
+def servers_file(tmp_path: Path, node: str) -> Path:
+    path = tmp_path / "mcp.json"
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "time": {
+                        "command": sys.executable,
+                        "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+                    },
+                    "everything": {"command": node, "args": [str(EVERYTHING_JS), "stdio"]},
+                }
+            }
+        )
+    )
+    return path
+
+
+PLAN = {
+    "rationale": "ask one server for the time, have the other echo it, keep a note",
+    "steps": [
+        {
+            "id": "now",
+            "tool": "time.convert_time",
+            "args": {"source_timezone": "UTC", "time": "12:30", "target_timezone": "Asia/Tokyo"},
+            "checks": [{"output_contains": "21:30"}],
+        },
+        {
+            "id": "echo",
+            "tool": "everything.echo",
+            "args": {"message": "Tokyo is at 21:30"},
+            "checks": [{"output_contains": "Echo: Tokyo is at 21:30"}],
+        },
+        {
+            "id": "note",
+            "tool": "fs.write",
+            "args": {"path": "note.txt", "content": "Tokyo is at 21:30"},
+            "checks": [{"file_contains": {"path": "note.txt", "text": "21:30"}}],
+        },
+    ],
+}
+
+
+async def test_atlas_plans_with_tools_from_two_servers_at_once(
+    tmp_path: Path, workspace: Path, node: str
+) -> None:
+    settings = Settings(
+        database_url=str(tmp_path / "t.db"),
+        workspace=workspace,
+        mcp_servers_file=servers_file(tmp_path, node),
+    )
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(PLAN)},
+            {
+                "match": {"purpose": "grisha"},
+                "text": '{"passed": true, "reason": "ok"}',
+                "repeat": True,
+            },
+        ]
+    )
+    runtime = Runtime(settings, llm=llm)
+    try:
+        state = await runtime.start(runtime.prepare("What time is 12:30 UTC in Tokyo?"))
+    finally:
+        runtime.close()
+
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert [s.status for s in state.plan.steps] == [StepStatus.SUCCEEDED] * 3
+    # Atlas was offered the tools of both servers and the built-in ones, with their schemas
+    offered = llm.requests[0].messages[0].content
+    for name in ("time.convert_time", "everything.echo", "fs.write"):
+        assert f"- {name}:" in offered
+    assert '"target_timezone"' in offered
+    assert (workspace / "note.txt").read_text() == "Tokyo is at 21:30"
+    assert json.loads(state.plan.steps[0].attempts[-1].result.output)["target"][
+        "datetime"
+    ].endswith("21:30:00+09:00")
+
+
+async def test_a_plan_file_naming_an_unknown_server_is_refused(
+    tmp_path: Path, workspace: Path, node: str
+) -> None:
+    plan = tmp_path / "p.yaml"
+    plan.write_text("steps:\n  - id: a\n    tool: weather.today\n")
+    settings = Settings(
+        database_url=str(tmp_path / "t.db"),
+        workspace=workspace,
+        mcp_servers_file=servers_file(tmp_path, node),
+    )
+    runtime = Runtime(settings)
+    try:
+        with pytest.raises(PlanFileError, match=r"unknown tool 'weather\.today'"):
+            runtime.prepare(str(plan))
+    finally:
+        runtime.close()
+
+
+async def test_the_built_in_tools_also_run_as_a_child_mcp_server(workspace: Path) -> None:
+    """`trinity mcp serve` is the same implementation the runtime uses in-process."""
+    config = parse_mcp_config(
+        {
+            "mcpServers": {
+                "trinity": {
+                    "command": sys.executable,
+                    "args": ["-m", "trinity", "mcp", "serve", "--workspace", str(workspace)],
+                }
+            }
+        }
+    )
+    async with ToolHub(config) as hub:
+        names = {spec.name for spec in await hub.list_tools()}
+        assert {"trinity.fs.write", "trinity.shell.run", "trinity.http.fetch"} <= names
+        wrote = await hub.call("trinity.fs.write", {"path": "a.txt", "content": "from a child"})
+        assert wrote.ok, wrote.error
+        escaped = await hub.call("trinity.fs.read", {"path": "../outside.txt"})
+        assert not escaped.ok and "outside the workspace" in (escaped.error or "")
+        ran = await hub.call("trinity.shell.run", {"command": "cat a.txt"})
+        assert ran.ok and ran.output.strip() == "from a child"
+    assert (workspace / "a.txt").read_text() == "from a child"
