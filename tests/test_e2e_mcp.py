@@ -137,3 +137,31 @@ async def test_the_built_in_tools_also_run_as_a_child_mcp_server(workspace: Path
         ran = await hub.call("trinity.shell.run", {"command": "cat a.txt"})
         assert ran.ok and ran.output.strip() == "from a child"
     assert (workspace / "a.txt").read_text() == "from a child"
+
+
+async def test_a_server_that_cannot_start_is_reported_and_the_run_goes_on(
+    tmp_path: Path, workspace: Path
+) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "ghost": {"command": str(tmp_path / "no-such-binary"), "start": "eager"}
+                }
+            }
+        )
+    )
+    settings = Settings(
+        database_url=str(tmp_path / "t.db"), workspace=workspace, mcp_servers_file=config
+    )
+    events: list[tuple[str, dict[str, object]]] = []
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(str(Path(__file__).parent.parent / "examples" / "hello.yaml"))
+        state = await runtime.start(request, on_event=lambda k, n, d: events.append((k, d)))
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    problems = [d for k, d in events if k == "tool_server_problem"]
+    assert len(problems) == 1 and problems[0]["server"] == "ghost"

@@ -128,6 +128,8 @@ class _Progress:
         if kind == "permission" and data.get("by"):  # a person's decision is being applied
             verb = "approved" if data["action"] == "approve" else "denied"
             return f"[yellow]tetyana[/]  {data['step']}: {verb} by {escape(str(data['by']))}"
+        if kind == "tool_server_problem":
+            return f"[yellow]tools[/]    server {data['server']}: {escape(data['problem'][:200])}"
         if kind == "lessons_stored":
             return f"[cyan]knowledge[/] stored {data['count']} lesson(s)"
         if kind == "llm_call":

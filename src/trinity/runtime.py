@@ -29,6 +29,7 @@ from trinity.errors import (
     InputError,
     PlanFileError,
     StoreError,
+    TrinityError,
 )
 from trinity.llm.base import LLMProvider
 from trinity.llm.registry import check_model, make_provider
@@ -440,7 +441,8 @@ class Runtime:
         engine = Engine(build_graph(ctx), checkpointer=checkpointer, on_event=emit)
         cancel = self._cancels[state.run_id] = asyncio.Event()
         try:
-            await engine.run(state, limits, cancel)
+            if await self._start_tools(tools, state, emit):
+                await engine.run(state, limits, cancel)
         finally:
             self._cancels.pop(state.run_id, None)
             with contextlib.suppress(Exception):
@@ -450,6 +452,22 @@ class Runtime:
             if self._tools is None:
                 await tools.aclose()
         return state
+
+    @staticmethod
+    async def _start_tools(tools: ToolProvider, state: RunState, emit: EventCallback) -> bool:
+        """Start eager MCP servers. One that cannot start is reported and the run goes on with
+        the tools it has (Atlas only sees what is listed); a broken tool set stops the run."""
+        if not isinstance(tools, ToolHub):
+            return True
+        try:
+            problems = await tools.start()
+        except TrinityError as exc:  # e.g. two servers offering the same tool name
+            state.stop_reason, state.stop_detail = StopReason.ERROR, str(exc)
+            state.finished_at = time.time()
+            return False
+        for server, problem in problems.items():
+            emit("tool_server_problem", None, {"server": server, "problem": str(problem)})
+        return True
 
     async def _finalize(
         self, state: RunState, ctx: AgentContext, checkpointer: StoreCheckpointer
