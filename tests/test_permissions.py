@@ -842,3 +842,27 @@ def test_cli_deny_fails_the_run_and_a_bad_policy_is_refused(tmp_path: Path) -> N
     assert refused.stderr.strip().splitlines() == [
         f"error: {bad}:4: rule 2: unknown field 'actoin' (expected tool, args, action, reason)"
     ]
+
+
+def test_atlas_is_told_the_policy_and_not_offered_denied_tools() -> None:
+    from trinity.agents.context import describe_tools
+    from trinity.tools.builtin import BUILTIN_SPECS
+
+    policy = PermissionPolicy.from_data(
+        {
+            "default": "allow",
+            "rules": [
+                {"tool": "python.run", "action": "deny", "reason": "no code"},
+                {"tool": "shell.run", "args": {"command": "re:\\brm\\b"}, "action": "deny"},
+                {"tool": "fs.write", "args": {"path": "!src/**"}, "action": "ask"},
+            ],
+        }
+    )
+    text = describe_tools(list(BUILTIN_SPECS), policy)
+    assert "- python.run:" not in text  # every call denied: not offered at all
+    shell = next(line for line in text.splitlines() if line.startswith("- shell.run:"))
+    assert "[denied when command=" in shell
+    write = next(line for line in text.splitlines() if line.startswith("- fs.write:"))
+    assert "[needs a person's approval when path='!src/**']" in write
+    read = next(line for line in text.splitlines() if line.startswith("- fs.read:"))
+    assert read.endswith("}")  # no rule concerns it: no note after its schema

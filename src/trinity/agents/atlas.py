@@ -75,7 +75,8 @@ class Atlas:
 
     async def _first_plan(self, state: RunState, tools: list[ToolSpec]) -> dict[str, Any]:
         system = prompt("atlas_plan").safe_substitute(
-            tools=describe_tools(tools), lessons=_lessons_text(state.lessons_used)
+            tools=describe_tools(tools, self.ctx.permissions),
+            lessons=_lessons_text(state.lessons_used),
         )
         draft = await self._draft(
             state, "atlas.plan", system, f"Task:\n{state.task.text}", tools, set()
@@ -94,7 +95,7 @@ class Atlas:
         failed = state.current_step
         used_ids = {s.id for p in [*state.plan_history, state.plan] for s in p.steps}
         system = prompt("atlas_replan").safe_substitute(
-            tools=describe_tools(tools),
+            tools=describe_tools(tools, self.ctx.permissions),
             lessons=_lessons_text(state.lessons_used),
             used_ids=", ".join(sorted(used_ids)),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,8 +98,40 @@ class AgentContext:
         )
 
 
-def describe_tools(specs: list[ToolSpec]) -> str:
-    return "\n".join(
-        f"- {spec.name}: {spec.description}. Arguments: {json.dumps(spec.input_schema)}"
-        for spec in specs
-    )
+def describe_tools(specs: list[ToolSpec], policy: PermissionPolicy | None = None) -> str:
+    """The tool list for a planner prompt. With a permission policy, a tool every call of which
+    is denied is left out, and rules that deny or ask about some calls are spelled out, so the
+    plan steers clear of them instead of learning by failing."""
+    lines = []
+    for spec in specs:
+        notes = _policy_notes(spec.name, policy)
+        if notes is None:
+            continue
+        lines.append(
+            f"- {spec.name}: {spec.description}. Arguments: {json.dumps(spec.input_schema)}"
+            + "".join(f" [{note}]" for note in notes)
+        )
+    return "\n".join(lines)
+
+
+def _policy_notes(tool: str, policy: PermissionPolicy | None) -> list[str] | None:
+    """Notes on the policy's rules for ``tool``; ``None`` when every call of it is denied."""
+    if policy is None:
+        return []
+    notes = []
+    for rule in policy.rules:
+        if not fnmatch.fnmatchcase(tool, rule.tool) or rule.action.value == "allow":
+            continue
+        if not rule.args and rule.action.value == "deny":
+            return None
+        verb = "denied" if rule.action.value == "deny" else "needs a person's approval"
+        when = f" when {rule.describe().removeprefix(rule.tool).strip()}" if rule.args else ""
+        why = f" ({rule.reason})" if rule.reason else ""
+        notes.append(f"{verb}{when}{why}")
+    if not notes and policy.default.value != "allow":
+        notes.append(
+            "denied unless a rule allows it"
+            if policy.default.value == "deny"
+            else "needs a person's approval unless a rule allows it"
+        )
+    return notes
