@@ -1,0 +1,95 @@
+"""Helpers behind the file tools (``fs.*``): the notes and summaries their listings and
+search results end with, replacing a file all at once for ``fs.edit``, and running a
+blocking file tool on a daemon thread so that it cannot freeze the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trinity.state import ToolResult
+from trinity.tools import fswalk
+from trinity.tools.builtin.args import SearchArgs
+from trinity.tools.builtin.output import _cap
+
+
+def _walk_notes(outside: list[str], budget_exhausted: bool) -> list[str]:
+    notes = []
+    if outside:
+        outside = sorted(outside)
+        shown = ", ".join(outside[:10]) + (", …" if len(outside) > 10 else "")
+        what = "entry that leads" if len(outside) == 1 else "entries that lead"
+        notes.append(f"[skipped {len(outside)} {what} outside the workspace: {shown}]")
+    if budget_exhausted:
+        notes.append(f"[stopped after scanning {fswalk.MAX_SCAN_ENTRIES} entries]")
+    return notes
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("h") else "s")
+
+
+def _search_result(args: SearchArgs, report: fswalk.SearchReport) -> ToolResult:
+    lines = list(report.matches) or [f"no matches for {args.pattern!r}"]
+    if report.truncated:
+        lines.append(f"[stopped at {args.max_matches} matches]")
+    skipped = [
+        f"{count} {what}"
+        for count, what in (
+            (report.binary, "binary"),
+            (report.too_large, f"over {fswalk.MAX_SEARCH_FILE_BYTES} bytes"),
+            (report.unreadable, "unreadable"),
+        )
+        if count
+    ]
+    found = _plural(len(report.matches), "match")
+    summary = f"[{found} in {_plural(report.files_scanned, 'file')} searched"
+    lines.append(summary + (f"; skipped: {', '.join(skipped)}]" if skipped else "]"))
+    lines.extend(_walk_notes(report.outside, report.budget_exhausted))
+    text, truncated = _cap("\n".join(lines))
+    return ToolResult(ok=True, output=text, truncated=truncated or report.truncated)
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` all at once: a crash mid-write leaves the old file."""
+    mode = stat.S_IMODE(target.stat().st_mode)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".edit")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temp, mode)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+async def _off_loop(fn: Callable[..., ToolResult], *args: Any) -> ToolResult:
+    """Run ``fn`` on a daemon thread. Not the loop's default executor: a call stuck in the
+    kernel (a dead network mount) would keep the process from exiting after its timeout."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[ToolResult] = loop.create_future()
+
+    def settle(outcome: Any, failed: bool) -> None:
+        if not future.done():
+            future.set_exception(outcome) if failed else future.set_result(outcome)
+
+    def work() -> None:
+        try:
+            outcome, failed = fn(*args), False
+        except BaseException as exc:  # handed to the awaiting task
+            outcome, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle, outcome, failed)
+
+    threading.Thread(target=work, name="trinity-file-tool", daemon=True).start()
+    return await future

@@ -1,0 +1,85 @@
+"""What a call returns: an MCP result, or an unknown tool name, made a :class:`ToolResult`.
+
+:func:`_convert_result` flattens a result's content blocks to text (non-text blocks
+summarised, structured content when there is no text) and caps it at the built-in tools'
+output limit; :func:`_unknown_tool` answers a name no server has, with the closest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from mcp import types
+
+from trinity.state import ToolResult
+from trinity.tools.base import ToolSpec
+from trinity.tools.builtin import MAX_OUTPUT_CHARS
+
+
+def _convert_result(qualified: str, result: types.CallToolResult) -> ToolResult:
+    """Text blocks joined; other blocks summarised; structured content when there is no text."""
+    parts = [_render_block(block) for block in result.content]
+    has_text = any(isinstance(block, types.TextContent) for block in result.content)
+    if not has_text and result.structured_content is not None:
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
+    text, truncated = _cap("\n".join(parts))
+    if result.is_error:
+        return ToolResult(
+            ok=False,
+            output=text,
+            error=text or f"{qualified} reported an error without a message",
+            truncated=truncated,
+        )
+    return ToolResult(ok=True, output=text, truncated=truncated)
+
+
+def _render_block(block: Any) -> str:
+    if isinstance(block, types.TextContent):
+        return block.text
+    if isinstance(block, types.ImageContent | types.AudioContent):
+        kind = "image" if isinstance(block, types.ImageContent) else "audio"
+        return f"[{kind}: {block.mime_type}, {_base64_size(block.data)} bytes]"
+    if isinstance(block, types.ResourceLink):
+        label = f" ({block.name})" if block.name else ""
+        return f"[resource link: {block.uri}{label}]"
+    if isinstance(block, types.EmbeddedResource):
+        resource = block.resource
+        mime = f", {resource.mime_type}" if resource.mime_type else ""
+        if isinstance(resource, types.TextResourceContents):
+            return f"[resource: {resource.uri}{mime}, {len(resource.text)} characters]"
+        return f"[resource: {resource.uri}{mime}, {_base64_size(resource.blob)} bytes]"
+    return f"[{getattr(block, 'type', type(block).__name__)} content]"
+
+
+def _base64_size(data: str) -> int:
+    """Decoded size of base64 ``data`` without decoding it."""
+    stripped = data.strip()
+    padding = len(stripped) - len(stripped.rstrip("="))
+    return max(0, len(stripped) * 3 // 4 - padding)
+
+
+def _cap(text: str) -> tuple[str, bool]:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text, False
+    cut = len(text) - MAX_OUTPUT_CHARS
+    return text[:MAX_OUTPUT_CHARS] + f"\n[… {cut} characters cut]", True
+
+
+def _unknown_tool(
+    name: str, known: list[ToolSpec], *, server: str | None = None, servers: list[str] | None = None
+) -> ToolResult:
+    names = [spec.name for spec in known]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    where = f" on MCP server {server!r}" if server else ""
+    if close:
+        hint = f"; did you mean {', '.join(close)}?"
+    elif names:
+        shown = ", ".join(sorted(names)[:15])
+        hint = f"; available: {shown}{', …' if len(names) > 15 else ''}"
+    else:
+        hint = ""
+    if servers:
+        hint += f" (MCP servers: {', '.join(servers)})"
+    return ToolResult(ok=False, error=f"unknown tool {name!r}{where}{hint}")
