@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from mcp_fixtures import EVERYTHING_JS
+from mcp_fixtures import EVERYTHING_JS, HANG_SERVER
 from trinity.config import Settings
-from trinity.errors import PlanFileError
+from trinity.errors import ConfigError, PlanFileError
 from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
 from trinity.state import StepStatus, StopReason
@@ -135,7 +136,9 @@ async def test_the_built_in_tools_also_run_as_a_child_mcp_server(workspace: Path
         escaped = await hub.call("trinity.fs.read", {"path": "../outside.txt"})
         assert not escaped.ok and "outside the workspace" in (escaped.error or "")
         ran = await hub.call("trinity.shell.run", {"command": "cat a.txt"})
-        assert ran.ok and ran.output.strip() == "from a child"
+        assert ran.ok and ran.output.strip() == "from a child" and ran.exit_code == 0
+        failed = await hub.call("trinity.shell.run", {"command": "exit 3"})
+        assert not failed.ok and failed.exit_code == 3  # exit_code checks work behind MCP
     assert (workspace / "a.txt").read_text() == "from a child"
 
 
@@ -165,3 +168,65 @@ async def test_a_server_that_cannot_start_is_reported_and_the_run_goes_on(
     assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
     problems = [d for k, d in events if k == "tool_server_problem"]
     assert len(problems) == 1 and problems[0]["server"] == "ghost"
+
+
+async def test_a_servers_own_timeout_applies_inside_a_run(tmp_path: Path, workspace: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "stuck": {
+                        "command": sys.executable,
+                        "args": [str(HANG_SERVER), "--handshake"],
+                        "timeout_s": 1,
+                    }
+                }
+            }
+        )
+    )
+    plan = tmp_path / "p.yaml"
+    plan.write_text("steps:\n  - id: s\n    tool: stuck.wait\n")
+    settings = Settings(database_url=str(tmp_path / "t.db"), workspace=workspace, timeout_s=30)
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(str(plan), mcp_servers_file=config)
+        started = time.monotonic()
+        state = await runtime.start(request)
+        took = time.monotonic() - started
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.FAILED
+    assert "timed out after 1s" in state.stop_detail
+    assert took < 10  # the server's 1 s, twice (a retry), not the tool default or the deadline
+
+
+def test_server_names_may_not_shadow_built_in_namespaces(tmp_path: Path, workspace: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"fs": {"command": "true"}}}))
+    settings = Settings(database_url=str(tmp_path / "t.db"), workspace=workspace)
+    runtime = Runtime(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"clash with the built-in tools"):
+            runtime.prepare(
+                str(Path(__file__).parent.parent / "examples" / "hello.yaml"),
+                mcp_servers_file=config,
+            )
+    finally:
+        runtime.close()
+
+
+def test_the_servers_file_is_remembered_by_absolute_path(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": {}}))
+    monkeypatch.chdir(tmp_path)
+    runtime = Runtime(Settings(database_url=str(tmp_path / "t.db"), workspace=workspace))
+    try:
+        request = runtime.prepare(
+            str(Path(__file__).parent.parent / "examples" / "hello.yaml"),
+            mcp_servers_file="mcp.json",
+        )
+    finally:
+        runtime.close()
+    assert request.mcp_servers_file == str(tmp_path / "mcp.json")

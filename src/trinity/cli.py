@@ -506,7 +506,10 @@ def _hub(settings: Settings, mcp: Path | None, workspace: Path | None) -> Any:
     else:
         config = McpConfig()
     root = workspace or settings.workspace
-    builtin = BuiltinTools(root, default_timeout_s=settings.tool_timeout_s)
+    try:
+        builtin = BuiltinTools(root, default_timeout_s=settings.tool_timeout_s)
+    except OSError as exc:
+        _fail(f"cannot use workspace {root}: {exc}")
     return ToolHub(config, local=[builtin], default_timeout_s=settings.tool_timeout_s)
 
 
@@ -650,7 +653,10 @@ def mcp_serve(
         argv += ["--allow-host", entry]
     if allow_non_loopback:
         argv.append("--allow-non-loopback")
-    builtin_server.main(argv)
+    try:
+        builtin_server.main(argv)
+    except (ValueError, OSError) as exc:  # a non-loopback host, a bad --allow-host, a busy port
+        _fail(str(exc).replace("allow_non_loopback", "--allow-non-loopback"))
 
 
 # -- trinity doctor ------------------------------------------------------------------------------

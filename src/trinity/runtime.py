@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, str | None, dict[str, Any]], None]
 _FINALIZE_TIMEOUT_S = 10.0
+_BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
 
 @dataclass
@@ -73,8 +74,9 @@ class RunRequest:
     requested: dict[str, Any] = field(default_factory=dict)
     """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
     permissions: PermissionPolicy | None = None
-    mcp_servers_file: str | None = None
     """The tool permission policy; the run keeps it (in its state) when resumed."""
+    mcp_servers_file: str | None = None
+    """Absolute path of the MCP servers file, so a resume from another folder finds it."""
 
 
 class Runtime:
@@ -159,8 +161,15 @@ class Runtime:
             check_model(model, s)
         root = Path(workspace or s.workspace).expanduser()
         _check_workspace(root)
-        mcp_file = str(mcp_servers_file or s.mcp_servers_file or "") or None
+        given = mcp_servers_file or s.mcp_servers_file
+        mcp_file = str(Path(given).expanduser().resolve()) if given else None
         mcp = self._mcp_config(mcp_file)
+        clashing = sorted({server.name for server in mcp.enabled()} & _BUILTIN_NAMESPACES)
+        if clashing:
+            raise ConfigError(
+                f"MCP server name(s) {clashing} clash with the built-in tools' namespaces "
+                f"({', '.join(sorted(_BUILTIN_NAMESPACES))}): rename the server"
+            )
         if plan is not None and plan_file is not None and self._tools is None:
             # Built-in tools are checked here; a server's tools are only known once it runs,
             # so for those the server must exist and the call validates the arguments.
@@ -341,6 +350,7 @@ class Runtime:
         pending = state.pending_approval if state else None
         if state is None or state.stop_reason != StopReason.AWAITING_APPROVAL or not pending:
             raise InputError(f"run {row['id']} is not awaiting approval (status {row['status']})")
+        self._services(state)  # a run that cannot continue here is refused before deciding
         who = actor or _os_user()
         recorded = await self.store.set_approval(
             state.run_id,

@@ -61,9 +61,9 @@ class Tetyana:
                 {"step": step.id, "tool": step.tool, "attempt": attempt.number},
             )
             state.counters.tool_calls += 1  # counted even if the deadline cuts the call
-            attempt.result = await self.ctx.tools.call(
-                step.tool, step.args, timeout_s=self.ctx.settings.tool_timeout_s
-            )
+            # No timeout here: the provider applies each tool's own (a server's timeout_s,
+            # else the tool timeout setting); the run deadline bounds everything anyway.
+            attempt.result = await self.ctx.tools.call(step.tool, step.args)
         attempt.finished_at = time.time()
         result = attempt.result
         self.ctx.emit(

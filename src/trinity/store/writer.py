@@ -238,7 +238,7 @@ class GroupCommitWriter:
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                log.error("database write failed: %s (%s)", exc, item.sql[:60])
+                log.debug("database write failed: %s (%s)", exc, item.sql[:60])
                 errors[index] = StoreError(f"database write failed: {exc}")
         self.batches += 1
         self.writes += len(batch)

@@ -1,5 +1,5 @@
-"""The tool interface Tetyana calls through: the built-in tools implement it, and so will the
-hub of MCP servers (a later issue)."""
+"""The tool interface Tetyana calls through: the built-in tools implement it, and so does the
+:class:`~trinity.tools.hub.ToolHub` that adds any number of MCP servers."""
 
 from __future__ import annotations
 

@@ -329,7 +329,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trinity-builtin-mcp", description="Serve Trinity's built-in tools over MCP."
+        prog="trinity mcp serve", description="Serve Trinity's built-in tools over MCP."
     )
     parser.add_argument("--workspace", default=".", help="directory the tools are confined to")
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio")
@@ -351,7 +351,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``trinity-builtin-mcp [--transport stdio|http] --workspace DIR ...``. Over HTTP the
+    """``trinity mcp serve [--transport stdio|http] --workspace DIR ...``. Over HTTP the
     bearer token, if any, comes from ``$TRINITY_MCP_TOKEN`` (not argv, which ``ps`` shows)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -21,7 +21,7 @@ A server with ``command`` is started as a child process and spoken to over stdio
 
 ``${NAME}`` in ``env`` values and ``headers`` is replaced by the environment variable ``NAME``
 when the config is loaded, so tokens need not live in the file. The same models parse a plain
-dict (``trinity.toml``'s ``[mcp.servers.NAME]`` tables) through :func:`parse_mcp_config`.
+dict (``trinity.toml``'s ``[mcp_servers.NAME]`` tables) through :func:`parse_mcp_config`.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def parse_mcp_config(data: Any, *, source: str = "MCP config") -> McpConfig:
     """Build an :class:`McpConfig` from parsed JSON/TOML.
 
     Accepts ``{"mcpServers": {...}}`` (the common file shape), ``{"servers": {...}}`` (VS Code's
-    shape, and ``trinity.toml``'s ``[mcp.servers.NAME]`` tables) or the bare ``{name: {...}}``
+    shape, and ``trinity.toml``'s ``[mcp_servers.NAME]`` tables) or the bare ``{name: {...}}``
     mapping. ``source`` (a file name, ``"trinity.toml [mcp]"``) starts every error message.
     """
     if not isinstance(data, Mapping):

@@ -133,7 +133,9 @@ class ToolHub:
         for server, outcome in zip(eager, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 problems[server.name] = str(outcome)
-                logger.warning("MCP server %r: %s", server.name, outcome)
+                # info, not warning: the caller reports the problem (unconfigured logging would
+                # print a warning to stderr a second time)
+                logger.info("MCP server %r: %s", server.name, outcome)
         return problems
 
     async def list_tools(self) -> list[ToolSpec]:

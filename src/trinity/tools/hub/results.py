@@ -25,14 +25,26 @@ def _convert_result(qualified: str, result: types.CallToolResult) -> ToolResult:
     if not has_text and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
     text, truncated = _cap("\n".join(parts))
+    exit_code = _exit_code(result.structured_content)
     if result.is_error:
         return ToolResult(
             ok=False,
             output=text,
             error=text or f"{qualified} reported an error without a message",
+            exit_code=exit_code,
             truncated=truncated,
         )
-    return ToolResult(ok=True, output=text, truncated=truncated)
+    return ToolResult(ok=True, output=text, exit_code=exit_code, truncated=truncated)
+
+
+def _exit_code(structured: Any) -> int | None:
+    """A process exit code a server reports in structured content (Trinity's own server sends
+    its whole ToolResult there), so ``exit_code`` checks work on shell tools behind MCP too."""
+    if isinstance(structured, dict):
+        code = structured.get("exit_code")
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
+    return None
 
 
 def _render_block(block: Any) -> str:
