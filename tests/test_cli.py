@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello.yaml"
@@ -463,3 +464,26 @@ def test_doctor_reports_a_database_from_a_newer_trinity(cli: Cli) -> None:
     assert "schema 999" in result.stdout and "1 problem(s) found" in result.stderr
     with sqlite3.connect(cli.db) as conn:  # doctor looked without migrating
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 999
+
+
+def test_a_looping_model_is_stopped_and_the_cli_shows_why(cli: Cli, tmp_path: Path) -> None:
+    def plan(step_id: str) -> str:
+        step = {
+            "id": step_id,
+            "tool": "fs.write",
+            "args": {"path": "g.txt", "content": "helo"},
+            "checks": [{"file_contains": {"path": "g.txt", "text": "hello"}}],
+        }
+        return json.dumps({"steps": [step]})
+
+    replies = [{"match": {"purpose": "atlas.plan"}, "text": plan("greet")}]
+    replies += [
+        {"match": {"purpose": "atlas.replan"}, "text": plan(f"greet-{n}")} for n in range(5)
+    ]
+    script = tmp_path / "loop.yaml"
+    script.write_text(yaml.safe_dump({"replies": replies}))
+    result = cli.run("Write hello to g.txt", "--model", f"scripted:{script}", "--max-replans", "5")
+    assert_no_traceback(result)
+    assert result.code == 1
+    assert "same_plan x2" in result.stderr  # the live progress line: caught before running
+    assert " loop after " in result.stderr  # the report's first line names the stop reason

@@ -426,3 +426,16 @@ async def test_resume_can_switch_the_model(settings: Settings) -> None:
         assert store.get_run(first.run_id)["model"] == f"scripted:{script}"
     finally:
         store.close()
+
+
+async def test_a_failing_event_callback_does_not_end_the_run(settings: Settings) -> None:
+    def broken(kind: str, node: str | None, data: dict[str, object]) -> None:
+        raise KeyError("observer bug")
+
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare(str(Path(__file__).parent.parent / "examples" / "hello.yaml"))
+        state = await runtime.start(request, on_event=broken)
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail

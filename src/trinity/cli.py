@@ -119,7 +119,13 @@ class _Progress:
             mark = "[green]passed[/]" if data["passed"] else "[red]failed[/]"
             return f"[green]grisha[/]   {data['step']}: {mark} — {escape(data['summary'][:160])}"
         if kind == "decision":
-            return f"[magenta]meta[/]     {data['action']} after {data['step']}"
+            after = f"after {data['step']}" if "step" in data else f"because: {data.get('because')}"
+            return f"[magenta]meta[/]     {data['action']} {after}"
+        if kind == "progress":
+            return (
+                f"[magenta]meta[/]     [yellow]{data['kind']}[/] x{data['repetitions']}: "
+                f"{escape(str(data['evidence'])[:160])}"
+            )
         if kind == "approval_requested":
             return (
                 f"[yellow]tetyana[/]  {data['step']}: {data['tool']} [bold yellow]needs approval"

@@ -17,6 +17,12 @@ _ADVICE = {
     StopReason.CANCELLED: "The run was cancelled; `trinity runs resume ID` continues it.",
     StopReason.AWAITING_APPROVAL: "A person decides: `trinity runs approve ID` makes the call and "
     "continues the run; `trinity runs deny ID` refuses it (the step fails). Add --note to say why.",
+    StopReason.LOOP: "The run kept repeating itself (the evidence above names what), even after "
+    "Atlas was told to change approach. Fix the cause by hand (a missing file, tool or "
+    "permission), give the task more detail, or try a stronger model.",
+    StopReason.STALLED: "No step was newly verified for a long stretch, twice. Split the task "
+    "into smaller steps with clear checks, or give it more detail; a larger stall window "
+    "(policy stall_steps) only helps when progress is slow rather than absent.",
     StopReason.ERROR: "A service failed for good (the reason is above) or a bug: "
     "`trinity runs trace ID --json` has the details and any traceback.",
 }

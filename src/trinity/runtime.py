@@ -431,7 +431,10 @@ class Runtime:
             counter[0] += 1
             store.add_event(state.run_id, counter[0], kind, node, data)
             if on_event is not None:
-                on_event(kind, node, data)
+                try:
+                    on_event(kind, node, data)
+                except Exception:  # an observer's bug must not end the run it observes
+                    log.warning("event callback failed on %s", kind, exc_info=True)
 
         llm, tools = services
         ctx = AgentContext(

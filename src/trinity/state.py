@@ -34,6 +34,11 @@ class StopReason(StrEnum):
     (``RunState.pending_approval``); ``Runtime.approve`` / ``deny`` continue the run."""
     ERROR = "error"
     """An unexpected error (a bug, or a service that failed for good)."""
+    LOOP = "loop"
+    """The run repeated itself (same action and result, same error, A-B-A-B, or an identical
+    plan) again after the Meta-Planner had already changed strategy once."""
+    STALLED = "stalled"
+    """No step was newly verified for ``Policy.stall_steps`` graph steps, twice."""
 
 
 class RunStatus(StrEnum):
@@ -250,6 +255,40 @@ class Plan(BaseModel):
         return steps
 
 
+class ProgressKind(StrEnum):
+    """A pattern the progress monitor (``trinity.agents.progress``) recognises."""
+
+    REPEATED_ACTION = "repeated_action"
+    """The same tool call (tool + canonical arguments) failed with the same result."""
+    REPEATED_ERROR = "repeated_error"
+    """Different calls failed with the same error or failed-check summary."""
+    ALTERNATION = "alternation"
+    """Two failing actions, or two plans, take turns: A-B-A-B."""
+    SAME_PLAN = "same_plan"
+    """A replan returned a plan identical to an earlier one (ids and titles aside)."""
+    NO_PROGRESS = "no_progress"
+    """No step was newly verified for ``Policy.stall_steps`` graph steps."""
+
+
+class ProgressFinding(BaseModel):
+    """One detection of a loop or stall."""
+
+    kind: ProgressKind
+    evidence: str
+    """What repeated, in words a person (and Atlas) can act on."""
+    repetitions: int
+    """How many times the pattern occurred (plans, attempts, or graph steps for a stall)."""
+    at_step: int = 0
+    """The graph step it was found at."""
+    revision: int = 0
+    """The plan revision it was found in."""
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """How the run stops when this pattern comes back."""
+        return StopReason.STALLED if self.kind == ProgressKind.NO_PROGRESS else StopReason.LOOP
+
+
 class Policy(BaseModel):
     """The Meta-Planner's knobs for one run."""
 
@@ -262,6 +301,9 @@ class Policy(BaseModel):
     """Graph steps (node executions) the run may take."""
     deadline_s: float = Field(default=600.0, gt=0)
     token_budget: int | None = Field(default=None, ge=1)
+    stall_steps: int = Field(default=30, ge=3)
+    """Graph steps without a newly verified step before the run counts as stalled (an attempt
+    is three: tetyana, grisha, meta)."""
     reasons: list[str] = Field(default_factory=list)
     """Why the Meta-Planner chose these values, for the report."""
 
@@ -350,6 +392,12 @@ class RunState(EngineState):
     (``trinity.tools.permissions.PermissionPolicy.to_data``); a resumed run keeps it."""
     pending_approval: PendingApproval | None = None
     """The call waiting for a person's decision while the run is ``awaiting_approval``."""
+    progress_findings: list[ProgressFinding] = Field(default_factory=list)
+    """Loops and stalls the Meta-Planner found, oldest first; a second finding of one kind
+    stops the run."""
+    progress_mark: int | None = None
+    """The graph step of the last verified progress (or of the first plan, or of the last
+    stall finding): the stall detector counts from here."""
 
     @property
     def current_step(self) -> Step | None:

@@ -154,8 +154,13 @@ class Atlas:
 def _replan_brief(state: RunState, done: list[Step], failed: Step | None) -> str:
     lines = [f"Task:\n{state.task.text}", "", "Completed steps (keep them):"]
     lines += [f"- {s.id}: {s.tool} {s.args}" for s in done] or ["(none)"]
-    if failed is not None:
-        attempt = failed.attempts[-1] if failed.attempts else None
+    if failed is not None and not failed.attempts:  # a plan refused before it ran
+        lines += [
+            "",
+            f"Rejected step {failed.id!r} (not run): tool {failed.tool} with args {failed.args}",
+        ]
+    elif failed is not None:
+        attempt = failed.attempts[-1]
         lines += ["", f"Failed step {failed.id!r}: tool {failed.tool} with args {failed.args}"]
         lines.append(f"Expected: {failed.expected or '(not stated)'}")
         if attempt and attempt.result is not None:
@@ -174,5 +179,17 @@ def _replan_brief(state: RunState, done: list[Step], failed: Step | None) -> str
                 f"- check {c.check}: {'passed' if c.passed else 'FAILED'} ({c.evidence})"
                 for c in attempt.verdict.checks
             ]
+    revision = state.plan.revision if state.plan is not None else 0
+    warnings = [f for f in state.progress_findings if f.revision == revision]
+    if warnings:
+        lines += [
+            "",
+            "!!! LOOP WARNING (Trinity's progress monitor): the run is repeating itself. Do not "
+            "send the same calls or the same plan again: change the approach (another tool, "
+            "other arguments, or first find out why it fails). One more repeat of this kind "
+            "stops the run.",
+        ]
+        lines += [f"- {f.kind.value} (x{f.repetitions}): {f.evidence}" for f in warnings]
+        lines.append("!!! END LOOP WARNING")
     lines.append("\nWrite the plan for the remaining work.")
     return "\n".join(lines)

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from trinity.agents.context import AgentContext
+from trinity.agents.progress import check_attempt, check_plan, made_progress
 from trinity.engine import END
 from trinity.state import (
     Decision,
     FailureAction,
     Policy,
+    ProgressFinding,
     RunState,
     StepStatus,
     StopReason,
@@ -69,9 +71,40 @@ class MetaPlanner:
         return {}
 
     def _review_plan(self, state: RunState) -> dict[str, Any]:
-        """A new plan (Atlas's, a replan, or the user's): start on its first pending step."""
+        """A new plan (Atlas's, a replan, or the user's): start on its first pending step,
+        unless it repeats an earlier plan."""
         assert state.plan is not None
+        if state.progress_mark is None:
+            state.progress_mark = state.step  # the stall clock starts with the first plan
+        finding = check_plan(state)
+        if finding is not None:
+            return self._on_finding(state, finding)
         return {"decision": self._next_pending(state)}
+
+    def _on_finding(self, state: RunState, finding: ProgressFinding) -> dict[str, Any]:
+        """A loop or stall: the first of its kind changes strategy (a replan whose brief names
+        the evidence); a second one, or one with no way to replan, stops the run."""
+        strikes = sum(1 for earlier in state.progress_findings if earlier.kind == finding.kind)
+        findings = [*state.progress_findings, finding]
+        self.ctx.emit("progress", "meta", finding.model_dump(mode="json"))
+        if finding.stop_reason == StopReason.STALLED:
+            state.progress_mark = state.step  # a second stall needs as many steps again
+        can_replan = self.ctx.llm is not None and state.counters.replans < state.policy.max_replans
+        if strikes == 0 and can_replan:
+            self.ctx.emit("decision", "meta", {"action": "replan", "because": finding.kind.value})
+            return {"decision": Decision.REPLAN, "progress_findings": findings}
+        if strikes:
+            why = "again after a change of strategy"
+        elif self.ctx.llm is None:
+            why = "no model to change strategy with"
+        else:
+            why = "no replans left to change strategy"
+        state.stop_reason = finding.stop_reason
+        state.stop_detail = (
+            f"{finding.kind.value.replace('_', ' ')} ({why}, {finding.repetitions} "
+            f"repetitions): {finding.evidence}"
+        )
+        return {"decision": Decision.FINISH, "progress_findings": findings}
 
     def _next_pending(self, state: RunState) -> Decision:
         assert state.plan is not None
@@ -87,8 +120,13 @@ class MetaPlanner:
         verdict = state.last_verdict
         assert step is not None and verdict is not None
         if step.status == StepStatus.SUCCEEDED:
+            if made_progress(state):
+                state.progress_mark = state.step
             state.current += 1
             return {"decision": self._next_pending(state)}
+        finding = check_attempt(state)
+        if finding is not None:
+            return self._on_finding(state, finding)
         policy = state.policy
         attempt = step.attempts[-1]
         retry_ok = (
