@@ -15,7 +15,7 @@ import platform
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -410,12 +410,23 @@ def runs_resume(
     json_output: JsonOption = False,
 ) -> None:
     """Continue a run from its last checkpoint (after a crash or an interrupt)."""
-    settings = _settings(db)
-    runtime = _runtime(settings)
+    _continue_run(
+        db, run_id, json_output, lambda rt, rid, ev: rt.resume(rid, model=model, on_event=ev)
+    )
+
+
+def _continue_run(
+    db: str | None,
+    run_id: str,
+    json_output: bool,
+    go: Callable[[Runtime, str, Any], Coroutine[Any, Any, RunState]],
+) -> NoReturn:
+    """Drive an existing run (resume, approve, deny) with live progress, then print its end."""
+    runtime = _runtime(_settings(db))
     progress = None if json_output else _Progress(err)
     try:
         row = _find_run(runtime, run_id)
-        state = asyncio.run(runtime.resume(row["id"], model=model, on_event=progress))
+        state = asyncio.run(go(runtime, row["id"], progress))
     except ApprovalPendingError as exc:
         _fail(str(exc), EXIT_AWAITING)
     except TrinityError as exc:
@@ -435,19 +446,11 @@ NoteOption = Annotated[
 def _decide(
     run_id: str, approve: bool, note: str | None, db: str | None, json_output: bool
 ) -> None:
-    runtime = _runtime(_settings(db))
-    progress = None if json_output else _Progress(err)
-    decide = runtime.approve if approve else runtime.deny
-    try:
-        row = _find_run(runtime, run_id)
-        state = asyncio.run(decide(row["id"], note, on_event=progress))
-    except TrinityError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        runtime.close()
-    _print_outcome(state, json_output)
+    def go(runtime: Runtime, rid: str, progress: Any) -> Coroutine[Any, Any, RunState]:
+        decide = runtime.approve if approve else runtime.deny
+        return decide(rid, note, on_event=progress)
+
+    _continue_run(db, run_id, json_output, go)
 
 
 @runs_app.command("approve")
