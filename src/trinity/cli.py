@@ -438,6 +438,36 @@ def _continue_run(
     _print_outcome(state, json_output)
 
 
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace", min=0, help="Seconds to let the current step finish before forcing"
+        ),
+    ] = 5.0,
+    db: DbOption = None,
+) -> None:
+    """Stop a run that another process is running: after its current step, or by force once
+    the grace period is over (its tool processes are killed). It can be resumed later."""
+    runtime = _runtime(_settings(db))
+    try:
+        row = _find_run(runtime, run_id)
+        if row["status"] != "running":
+            _fail(f"run {row['id']} is not running (status {row['status']})")
+        runtime.store.request_cancel(row["id"], grace)
+    except TrinityError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+    err.print(
+        f"cancel requested for run {row['id']}: it stops after its current step, or within "
+        f"{grace:g}s; `trinity runs resume {row['id']}` continues it later",
+        soft_wrap=True,
+    )
+
+
 NoteOption = Annotated[
     str | None, typer.Option("--note", help="Why: stored with the decision in the audit log")
 ]

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, str | None, dict[str, Any]], None]
 _FINALIZE_TIMEOUT_S = 10.0
+CANCEL_POLL_S = 0.2
+"""How often a running run looks for a cancel request from another process."""
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
 
@@ -453,10 +455,23 @@ class Runtime:
         checkpointer = StoreCheckpointer(store)
         engine = Engine(build_graph(ctx), checkpointer=checkpointer, on_event=emit)
         cancel = self._cancels[state.run_id] = asyncio.Event()
+        self.store.clear_cancel_request(state.run_id)  # an old request must not stop a resume
+        watcher: asyncio.Task[None] | None = None
         try:
             if await self._start_tools(tools, state, emit):
-                await engine.run(state, limits, cancel)
+                run = asyncio.create_task(engine.run(state, limits, cancel))
+                watcher = asyncio.create_task(self._watch_cancel(state, cancel, run, emit))
+                try:
+                    await run
+                except asyncio.CancelledError:
+                    # The watcher forced it (the run is checkpointed as cancelled); a cancel
+                    # of this task itself (Ctrl-C) goes on up.
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise
         finally:
+            if watcher is not None:
+                watcher.cancel()
             self._cancels.pop(state.run_id, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finalize(state, ctx, checkpointer))
@@ -465,6 +480,30 @@ class Runtime:
             if self._tools is None:
                 await tools.aclose()
         return state
+
+    async def _watch_cancel(
+        self,
+        state: RunState,
+        cancel: asyncio.Event,
+        run: asyncio.Task[RunState],
+        emit: EventCallback,
+    ) -> None:
+        """Honour ``trinity runs cancel`` from another process: stop after the current node
+        (cooperative); if the run is still going after the grace period, cancel it outright
+        (forced: tool subprocesses are killed, the run is checkpointed as cancelled)."""
+        while not run.done():
+            await asyncio.sleep(CANCEL_POLL_S)
+            request = self.store.cancel_request(state.run_id)
+            if request is None:
+                continue
+            _, grace_s = request
+            emit("cancel_requested", None, {"grace_s": grace_s})
+            cancel.set()
+            await asyncio.wait({run}, timeout=grace_s)
+            if not run.done():
+                emit("cancel_forced", None, {"after_s": grace_s})
+                run.cancel()
+            return
 
     @staticmethod
     async def _start_tools(tools: ToolProvider, state: RunState, emit: EventCallback) -> bool:

@@ -124,6 +124,11 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, revision, step_id, attempt)
     ) WITHOUT ROWID;
     """,
+    # 3: cancel requests from another process (``trinity runs cancel``)
+    """
+    ALTER TABLE runs ADD COLUMN cancel_requested_at REAL;
+    ALTER TABLE runs ADD COLUMN cancel_grace_s REAL;
+    """,
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -403,6 +408,28 @@ class Store:
                 (run_id,),
             ).fetchall()
         return [{**dict(row), "args": json.loads(row["args"])} for row in rows]
+
+    def request_cancel(self, run_id: str, grace_s: float) -> None:
+        """Ask the process running ``run_id`` to stop it (see :meth:`Runtime._watch_cancel`)."""
+        self.writer.write(
+            "UPDATE runs SET cancel_requested_at=?, cancel_grace_s=? WHERE id=?",
+            (time.time(), grace_s, run_id),
+        )
+
+    def cancel_request(self, run_id: str) -> tuple[float, float] | None:
+        """``(requested_at, grace_s)`` when somebody asked to cancel the run, else ``None``."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT cancel_requested_at, cancel_grace_s FROM runs WHERE id=?", (run_id,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return float(row[0]), float(row[1] or 0.0)
+
+    def clear_cancel_request(self, run_id: str) -> None:
+        self.writer.write(
+            "UPDATE runs SET cancel_requested_at=NULL, cancel_grace_s=NULL WHERE id=?", (run_id,)
+        )
 
     async def set_approval(
         self,
