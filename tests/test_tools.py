@@ -42,10 +42,9 @@ def network(monkeypatch: pytest.MonkeyPatch) -> NetworkLog:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    path = tmp_path / "ws"
-    path.mkdir()
-    return path
+def ws(workspace: Path) -> Path:
+    """The shared ``workspace`` fixture (conftest.py), under its short local name."""
+    return workspace
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 
 from trinity.llm.base import LLMRequest, LLMResponse
-from trinity.llm.retry import AttemptFailure, RetryPolicy
+from trinity.llm.retry import AttemptFailure
 from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
 
 ANTHROPIC_API_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -23,41 +23,9 @@ def classify_anthropic_error(exc: Exception) -> AttemptFailure | None:
 class AnthropicProvider(SDKProvider):
     """:class:`~trinity.llm.base.LLMProvider` for Anthropic's Messages API."""
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        model_name: str,
-        api_key: str,
-        base_url: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None,
-        api_key_env: str = ANTHROPIC_API_KEY_ENV,
-    ) -> None:
-        """Build the provider.
-
-        Args:
-            model: The full model string, e.g. ``anthropic:claude-sonnet-4-5`` (names it in errors).
-            model_name: The model as the API knows it.
-            api_key: The API key; never shown in messages.
-            base_url: Another Anthropic-compatible endpoint; ``None`` = Anthropic's.
-            timeout_s: Default per-attempt timeout, when a request does not set one.
-            retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
-            api_key_env: Where the key came from, named when the server refuses it.
-        """
-        client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
-        )
-        super().__init__(
-            model,
-            model_name=model_name,
-            api_key=api_key,
-            client=client,
-            classify=classify_anthropic_error,
-            timeout_s=timeout_s,
-            retry=retry,
-            api_key_env=api_key_env,
-        )
+    make_client = anthropic.AsyncAnthropic
+    key_env = ANTHROPIC_API_KEY_ENV
+    classify = staticmethod(classify_anthropic_error)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         """Send one message request, with retries; see :class:`~trinity.llm.base.LLMProvider`."""

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 
 from trinity.llm.base import LLMRequest, LLMResponse, Message
-from trinity.llm.retry import AttemptFailure, RetryPolicy
+from trinity.llm.retry import AttemptFailure
 from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
 
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
@@ -26,41 +26,12 @@ class OpenAIProvider(SDKProvider):
     ``base_url``.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        model_name: str,
-        api_key: str,
-        base_url: str | None = None,
-        timeout_s: float = 60.0,
-        retry: RetryPolicy | None = None,
-        api_key_env: str = OPENAI_API_KEY_ENV,
-    ) -> None:
-        """Build the provider.
+    make_client = openai.AsyncOpenAI
+    key_env = OPENAI_API_KEY_ENV
+    classify = staticmethod(classify_openai_error)
 
-        Args:
-            model: The full model string, e.g. ``openai:gpt-4o-mini`` (names it in errors).
-            model_name: The model as the API knows it, e.g. ``gpt-4o-mini``.
-            api_key: The API key; never shown in messages.
-            base_url: Another OpenAI-compatible endpoint; ``None`` = OpenAI's.
-            timeout_s: Default per-attempt timeout, when a request does not set one.
-            retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
-            api_key_env: Where the key came from, named when the server refuses it.
-        """
-        client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
-        )
-        super().__init__(
-            model,
-            model_name=model_name,
-            api_key=api_key,
-            client=client,
-            classify=classify_openai_error,
-            timeout_s=timeout_s,
-            retry=retry,
-            api_key_env=api_key_env,
-        )
+    def __init__(self, model: str, **options: Any) -> None:
+        super().__init__(model, **options)
         # OpenAI itself names the output limit max_completion_tokens (its reasoning models
         # reject max_tokens); compatible servers reliably know only the older max_tokens.
         official = self._client.base_url.host == "api.openai.com"

@@ -64,30 +64,48 @@ def classify_sdk_error(
 class SDKProvider:
     """Base of the SDK providers: identity, timeouts, the retry loop and closing."""
 
+    make_client: Callable[..., Any]
+    """The SDK's async client class (``openai.AsyncOpenAI``, ``anthropic.AsyncAnthropic``)."""
+    key_env: str
+    """The environment variable the key usually comes from, named when a server refuses it."""
+    classify: Callable[[Exception], AttemptFailure | None]
+    """Maps an exception of this provider's SDK to an :class:`AttemptFailure` (a staticmethod)."""
+
     def __init__(
         self,
         model: str,
         *,
         model_name: str,
         api_key: str,
-        client: Any,
-        classify: Callable[[Exception], AttemptFailure | None],
-        timeout_s: float,
-        retry: RetryPolicy | None,
-        api_key_env: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        api_key_env: str | None = None,
     ) -> None:
-        """``client`` is the SDK's async client, made with ``max_retries=0``: :meth:`_call`
-        owns retrying, so every provider behaves alike and ``LLMResponse.attempts`` counts real
-        HTTP calls."""
+        """Build the provider.
+
+        Args:
+            model: The full model string, e.g. ``openai:gpt-4o-mini`` (names it in errors).
+            model_name: The model as the API knows it, e.g. ``gpt-4o-mini``.
+            api_key: The API key; never shown in messages.
+            base_url: Another endpoint speaking the same API; ``None`` = the vendor's.
+            timeout_s: Default per-attempt timeout, when a request does not set one.
+            retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
+            api_key_env: Where the key came from (default :attr:`key_env`).
+
+        The client is made with ``max_retries=0``: :meth:`_call` owns retrying, so every
+        provider behaves alike and ``LLMResponse.attempts`` counts real HTTP calls.
+        """
         self.model = model
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._api_key = api_key
-        self._api_key_env = api_key_env
-        self._client = client
-        self._classify = classify
-        self._endpoint = str(client.base_url).rstrip("/")
+        self._api_key_env = api_key_env or self.key_env
+        self._client = self.make_client(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+        self._endpoint = str(self._client.base_url).rstrip("/")
 
     def _timeout(self, timeout_s: float | None) -> float:
         return timeout_s if timeout_s is not None else self.timeout_s
@@ -100,7 +118,7 @@ class SDKProvider:
         never finishes."""
         return await call_with_retries(
             lambda: create(timeout_s),
-            classify=self._classify,
+            classify=self.classify,
             policy=self.retry,
             label=self.model,
             endpoint=self._endpoint,
