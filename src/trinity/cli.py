@@ -8,7 +8,6 @@ tool call (``trinity runs approve ID`` / ``trinity runs deny ID`` decide and con
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from trinity.config import Settings
+from trinity.engine.aio import run_main
 from trinity.errors import ApprovalPendingError, ConfigError, InputError, TrinityError
 from trinity.llm.registry import check_model, make_provider
 from trinity.llm.scripted import RecordingProvider
@@ -191,6 +191,21 @@ def run(
     max_replans: Annotated[
         int | None, typer.Option("--max-replans", min=0, help="New plans Atlas may make")
     ] = None,
+    cost_budget: Annotated[
+        float | None,
+        typer.Option("--cost-budget", min=0.000001, help="US dollars the LLM calls may cost"),
+    ] = None,
+    node_timeout: Annotated[
+        float | None,
+        typer.Option("--node-timeout", min=0.001, help="Seconds one agent's turn may take"),
+    ] = None,
+    llm_timeout: Annotated[
+        float | None, typer.Option("--llm-timeout", min=0.001, help="Seconds per LLM call")
+    ] = None,
+    tool_timeout: Annotated[
+        float | None,
+        typer.Option("--tool-timeout", min=0.001, help="Seconds per tool call (default)"),
+    ] = None,
     verify: Annotated[
         VerificationLevel | None, typer.Option("--verify", help="Force a verification level")
     ] = None,
@@ -232,6 +247,10 @@ def run(
             max_replans=max_replans,
             permissions_file=permissions,
             mcp_servers_file=mcp,
+            cost_budget_usd=cost_budget,
+            node_timeout_s=node_timeout,
+            llm_timeout_s=llm_timeout,
+            tool_timeout_s=tool_timeout,
         )
     except TrinityError as exc:
         _fail(str(exc))
@@ -240,7 +259,7 @@ def run(
         err.print(f"[bold]trinity[/] {escape(request.task[:200])}", highlight=False)
     state: RunState | None = None
     try:
-        state = asyncio.run(_run(runtime, request, progress, llm))
+        state = run_main(_run(runtime, request, progress, llm))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the run was checkpointed; `trinity runs list` shows it")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -426,7 +445,7 @@ def _continue_run(
     progress = None if json_output else _Progress(err)
     try:
         row = _find_run(runtime, run_id)
-        state = asyncio.run(go(runtime, row["id"], progress))
+        state = run_main(go(runtime, row["id"], progress))
     except ApprovalPendingError as exc:
         _fail(str(exc), EXIT_AWAITING)
     except TrinityError as exc:
@@ -568,7 +587,7 @@ def tools_list(
             await hub.aclose()
 
     try:
-        specs, problems = asyncio.run(listing())
+        specs, problems = run_main(listing())
     except TrinityError as exc:
         _fail(str(exc))
     for server, problem in (problems or {}).items():
@@ -643,7 +662,7 @@ def tools_call(
             await hub.aclose()
 
     try:
-        result = asyncio.run(calling())
+        result = run_main(calling())
     except TrinityError as exc:
         _fail(str(exc))
     if json_output:

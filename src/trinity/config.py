@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     token_budget: int | None = Field(
         default=None, ge=1, description="LLM tokens (in + out) a run may use; none by default"
     )
+    cost_budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="US dollars of LLM calls a run may spend (priced from the price table); "
+        "none by default",
+    )
+    prices: dict[str, dict[str, float]] | None = Field(
+        default=None,
+        description="Extra model prices, $ per million tokens: "
+        '{"openai:my-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}; '
+        "keys are globs over the model string and win over the built-in table",
+    )
+    node_timeout_s: float | None = Field(
+        default=300.0,
+        gt=0,
+        description="Per node (one agent's turn: a plan with its LLM retries, a tool call)",
+    )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call")
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")

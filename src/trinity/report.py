@@ -1,10 +1,14 @@
-"""The short report every run ends with: what happened, and for a stopped run what to try."""
+"""The short report every run ends with: what happened, and for a stopped run why it stopped,
+its last steps, the evidence (repeated actions, budgets used) and what to try.
+
+The runtime stores it with the run (``runs.report``); the CLI prints it after every run and in
+``trinity runs show``."""
 
 from __future__ import annotations
 
 import json
 
-from trinity.state import RunState, StepStatus, StopReason
+from trinity.state import RunState, Step, StepStatus, StopReason
 
 _ADVICE = {
     StopReason.FAILED: "Read the failing step's evidence above; fix the plan or the tool, or give "
@@ -13,7 +17,15 @@ _ADVICE = {
     "in `trinity runs trace ID`.",
     StopReason.STEP_BUDGET: "Raise the step budget (--max-steps / TRINITY_MAX_STEPS), or split the "
     "task.",
-    StopReason.TOKEN_BUDGET: "Raise the token budget or use a smaller plan.",
+    StopReason.TOKEN_BUDGET: "Raise the token budget (--token-budget / TRINITY_TOKEN_BUDGET), "
+    "give the task more detail so fewer replans are needed, or use a smaller plan.",
+    StopReason.COST_BUDGET: "Raise the cost budget (--cost-budget / TRINITY_COST_BUDGET_USD), use "
+    "a cheaper model, or give the task more detail so fewer LLM calls are needed. Check the "
+    "model's price (the prices setting) if the cost looks wrong.",
+    StopReason.TIMEOUT: "One agent's turn took longer than the node timeout: raise it "
+    "(--node-timeout / TRINITY_NODE_TIMEOUT_S), or find the slow tool or LLM call in "
+    "`trinity runs trace ID` and give it its own, shorter timeout (--tool-timeout, "
+    "--llm-timeout) so the run can retry or replan instead.",
     StopReason.CANCELLED: "The run was cancelled; `trinity runs resume ID` continues it.",
     StopReason.AWAITING_APPROVAL: "A person decides: `trinity runs approve ID` makes the call and "
     "continues the run; `trinity runs deny ID` refuses it (the step fails). Add --note to say why.",
@@ -35,22 +47,26 @@ def render_report(state: RunState) -> str:
         f"Run {state.run_id} {reason.value if reason else 'running'} after {state.step} steps "
         f"in {elapsed:.2f}s: {state.stop_detail or '-'}"
     )
-    lines = [head]
-    usage, counters = state.usage, state.counters
-    lines.append(
-        f"Tool calls {counters.tool_calls}, retries {counters.retries}, replans "
-        f"{counters.replans}, LLM calls {usage.llm_calls}, tokens {usage.total_tokens}."
-    )
+    lines = [head, _usage_line(state, elapsed)]
     if reason is None or reason == StopReason.COMPLETED:
         return "\n".join(lines)
+    findings = state.progress_findings
+    if findings:
+        lines.append("Evidence:")
+        for finding in findings[-3:]:
+            lines.append(
+                f"- {finding.kind.value} x{finding.repetitions} (step {finding.at_step}): "
+                f"{_clip(finding.evidence, 300)}"
+            )
+    slowest = _slowest_node(state)
+    if reason in (StopReason.DEADLINE, StopReason.TIMEOUT) and slowest:
+        lines.append(f"- time went mostly to {slowest}")
     if state.plan is not None:
         tried = [s for s in state.plan.steps if s.status != StepStatus.PENDING][-3:]
+        if tried:
+            lines.append("Last steps:")
         for step in tried:
-            verdict = step.attempts[-1].verdict if step.attempts else None
-            lines.append(
-                f"- step {step.id} ({step.tool}): {step.status.value}"
-                + (f" — {verdict.summary}" if verdict else "")
-            )
+            lines.append(f"- {_describe_step(step)}")
     advice = _ADVICE[reason]
     pending = state.pending_approval
     if reason == StopReason.AWAITING_APPROVAL and pending is not None:
@@ -60,6 +76,56 @@ def render_report(state: RunState) -> str:
             f"- waiting: step {pending.step_id} ({pending.tool} {args[:300]}) — {rule}: "
             f"{pending.reason}"
         )
-        advice = advice.replace(" ID", f" {state.run_id}")
+    advice = advice.replace(" ID", f" {state.run_id}")
     lines.append(f"What to try: {advice}")
     return "\n".join(lines)
+
+
+def _usage_line(state: RunState, elapsed: float) -> str:
+    """What the run used, against its limits where it has them."""
+    policy, usage, counters = state.policy, state.usage, state.counters
+
+    def of(used: str, limit: object) -> str:
+        return used if limit is None else f"{used}/{limit}"
+
+    parts = [
+        f"steps {of(str(state.step), policy.max_steps)}",
+        f"time {of(f'{elapsed:.2f}s', f'{policy.deadline_s:g}s')}",
+        f"tool calls {counters.tool_calls}",
+        f"retries {counters.retries}",
+        f"replans {of(str(counters.replans), policy.max_replans)}",
+        f"LLM calls {usage.llm_calls}",
+        f"tokens {of(str(usage.total_tokens), policy.token_budget)}",
+    ]
+    if usage.llm_calls or policy.cost_budget_usd is not None:
+        cost = f"${usage.cost_usd:.4f}" + ("" if usage.priced else " (model unpriced)")
+        budget = None if policy.cost_budget_usd is None else f"${policy.cost_budget_usd:g}"
+        parts.append(f"cost {of(cost, budget)}")
+    return "Used: " + ", ".join(parts) + "."
+
+
+def _describe_step(step: Step) -> str:
+    text = f"step {step.id} ({step.tool}): {step.status.value}"
+    if not step.attempts:
+        return text
+    last = step.attempts[-1]
+    text += f" after {len(step.attempts)} attempt(s)"
+    if last.verdict is not None and last.verdict.summary:
+        return f"{text} — {_clip(last.verdict.summary, 200)}"
+    if last.result is not None and last.result.error:
+        return f"{text} — {_clip(last.result.error, 200)}"
+    if last.result is None:
+        return f"{text} — cut off during the call"
+    return text
+
+
+def _slowest_node(state: RunState) -> str | None:
+    if not state.node_seconds:
+        return None
+    node, seconds = max(state.node_seconds.items(), key=lambda item: item[1])
+    return f"node {node!r} ({seconds:.2f}s in total)"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -32,6 +32,7 @@ from trinity.errors import (
     TrinityError,
 )
 from trinity.llm.base import LLMProvider
+from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.report import render_report
@@ -73,6 +74,10 @@ class RunRequest:
     max_steps: int = 200
     timeout_s: float = 600.0
     token_budget: int | None = None
+    cost_budget_usd: float | None = None
+    node_timeout_s: float | None = 300.0
+    llm_timeout_s: float = 120.0
+    tool_timeout_s: float = 120.0
     requested: dict[str, Any] = field(default_factory=dict)
     """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
     permissions: PermissionPolicy | None = None
@@ -128,6 +133,10 @@ class Runtime:
         max_replans: int | None = None,
         permissions_file: str | Path | None = None,
         mcp_servers_file: str | Path | None = None,
+        cost_budget_usd: float | None = None,
+        node_timeout_s: float | None = None,
+        llm_timeout_s: float | None = None,
+        tool_timeout_s: float | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet.
@@ -180,21 +189,35 @@ class Runtime:
             problems = check_steps(builtin, list(BUILTIN_SPECS), set())
             if problems:
                 raise PlanFileError(plan_file, "; ".join(problems))
-        steps = max_steps if max_steps is not None else s.max_steps
-        deadline = timeout_s if timeout_s is not None else s.timeout_s
-        if steps < 1:
-            raise InputError(f"max steps must be at least 1, got {steps}")
-        if deadline <= 0:
-            raise InputError(f"timeout must be positive, got {deadline}")
-        tokens = token_budget if token_budget is not None else s.token_budget
-        if tokens is not None and tokens < 1:
-            raise InputError(f"token budget must be at least 1, got {tokens}")
+        limits = self._limits(
+            max_steps=max_steps,
+            deadline_s=timeout_s,
+            token_budget=token_budget,
+            cost_budget_usd=cost_budget_usd,
+            node_timeout_s=node_timeout_s,
+            llm_timeout_s=llm_timeout_s,
+            tool_timeout_s=tool_timeout_s,
+        )
         if max_replans is not None and max_replans < 0:
             raise InputError(f"max replans cannot be negative, got {max_replans}")
+        chosen_model = model if self._llm is None else (model or self._llm.model)
+        if limits["cost_budget_usd"] is not None and chosen_model is not None:
+            prices = self._prices()
+            if prices.lookup(chosen_model) is None:
+                raise ConfigError(
+                    f"a cost budget needs the price of model {chosen_model!r}, and the price "
+                    "table has none: add it to the prices setting (in trinity.toml: "
+                    f'[prices."{chosen_model}"] with input_per_mtok and output_per_mtok, '
+                    "dollars per million tokens)"
+                )
         explicit = {
             "max_steps": max_steps,
             "deadline_s": timeout_s,
             "token_budget": token_budget,
+            "cost_budget_usd": cost_budget_usd,
+            "node_timeout_s": node_timeout_s,
+            "llm_timeout_s": llm_timeout_s,
+            "tool_timeout_s": tool_timeout_s,
             "max_replans": max_replans,
             "verification": VerificationLevel(verification) if verification else None,
         }
@@ -204,16 +227,47 @@ class Runtime:
         return RunRequest(
             task=task,
             workspace=root.resolve(),
-            model=model if self._llm is None else (model or self._llm.model),
+            model=chosen_model,
             plan=plan,
             plan_file=plan_file,
-            max_steps=steps,
-            timeout_s=deadline,
-            token_budget=tokens,
+            max_steps=limits["max_steps"],
+            timeout_s=limits["deadline_s"],
+            token_budget=limits["token_budget"],
+            cost_budget_usd=limits["cost_budget_usd"],
+            node_timeout_s=limits["node_timeout_s"],
+            llm_timeout_s=limits["llm_timeout_s"],
+            tool_timeout_s=limits["tool_timeout_s"],
             requested=requested,
             permissions=permissions,
             mcp_servers_file=mcp_file,
         )
+
+    def _limits(self, **given: float | None) -> dict[str, Any]:
+        """The run's limits: each given value, else its setting; each checked to be positive
+        (a clear error names the one that is not)."""
+        s = self.settings
+        names = {
+            "max_steps": ("max steps", "--max-steps / TRINITY_MAX_STEPS"),
+            "deadline_s": ("timeout", "--timeout / TRINITY_TIMEOUT_S"),
+            "token_budget": ("token budget", "--token-budget / TRINITY_TOKEN_BUDGET"),
+            "cost_budget_usd": ("cost budget", "--cost-budget / TRINITY_COST_BUDGET_USD"),
+            "node_timeout_s": ("node timeout", "--node-timeout / TRINITY_NODE_TIMEOUT_S"),
+            "llm_timeout_s": ("LLM timeout", "--llm-timeout / TRINITY_LLM_TIMEOUT_S"),
+            "tool_timeout_s": ("tool timeout", "--tool-timeout / TRINITY_TOOL_TIMEOUT_S"),
+        }
+        setting = {"deadline_s": "timeout_s"}
+        limits: dict[str, Any] = {}
+        for key, (label, where) in names.items():
+            value = given[key]
+            if value is None:
+                value = getattr(s, setting.get(key, key))
+            if value is not None and not value > 0:
+                raise InputError(f"{label} must be more than 0, got {value} ({where})")
+            limits[key] = value
+        return limits
+
+    def _prices(self) -> PriceTable:
+        return PriceTable(self.settings.prices)
 
     def _mcp_config(self, path: str | None) -> McpConfig:
         """The MCP servers: a file (``--mcp`` or the setting), else inline settings, else none."""
@@ -260,6 +314,10 @@ class Runtime:
                 max_steps=request.max_steps,
                 deadline_s=request.timeout_s,
                 token_budget=request.token_budget,
+                cost_budget_usd=request.cost_budget_usd,
+                node_timeout_s=request.node_timeout_s,
+                llm_timeout_s=request.llm_timeout_s,
+                tool_timeout_s=request.tool_timeout_s,
             ),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
@@ -268,8 +326,7 @@ class Runtime:
         )
         services = self._services(state)  # fails before anything is stored
         await self.store.create_run(state)
-        limits = Limits(max_steps=request.max_steps, deadline_s=request.timeout_s)
-        return await self._drive(state, services, limits, on_event, seq=0)
+        return await self._drive(state, services, on_event, seq=0)
 
     async def resume(
         self,
@@ -306,9 +363,8 @@ class Runtime:
                 check_model(model, self.settings)
             state.model = model
         services = self._services(state)
-        limits = Limits(max_steps=state.policy.max_steps, deadline_s=state.policy.deadline_s)
         seq = self.store.last_event_seq(state.run_id)
-        return await self._drive(state, services, limits, on_event, seq=seq)
+        return await self._drive(state, services, on_event, seq=seq)
 
     async def approve(
         self,
@@ -407,14 +463,14 @@ class Runtime:
         if tools is None:
             try:
                 builtin = BuiltinTools(
-                    state.task.workspace, default_timeout_s=self.settings.tool_timeout_s
+                    state.task.workspace, default_timeout_s=state.policy.tool_timeout_s
                 )
             except OSError as exc:
                 raise InputError(f"cannot use workspace {state.task.workspace}: {exc}") from None
             tools = ToolHub(
                 self._mcp_config(state.mcp_servers_file),
                 local=[builtin],
-                default_timeout_s=self.settings.tool_timeout_s,
+                default_timeout_s=state.policy.tool_timeout_s,
             )
         return llm, tools
 
@@ -422,7 +478,6 @@ class Runtime:
         self,
         state: RunState,
         services: tuple[LLMProvider | None, ToolProvider],
-        limits: Limits,
         on_event: EventCallback | None,
         seq: int,
     ) -> RunState:
@@ -446,6 +501,7 @@ class Runtime:
             workspace=Path(state.task.workspace).resolve(),
             llm=llm,
             emit=emit,
+            prices=self._prices(),
             permissions=(
                 PermissionPolicy.from_data(state.permissions, source=f"run {state.run_id}")
                 if state.permissions is not None
@@ -459,6 +515,12 @@ class Runtime:
         watcher: asyncio.Task[None] | None = None
         try:
             if await self._start_tools(tools, state, emit):
+                policy = state.policy
+                limits = Limits(
+                    max_steps=policy.max_steps,
+                    deadline_s=policy.deadline_s,
+                    node_timeout_s=policy.node_timeout_s,
+                )
                 run = asyncio.create_task(engine.run(state, limits, cancel))
                 watcher = asyncio.create_task(self._watch_cancel(state, cancel, run, emit))
                 try:

@@ -27,6 +27,10 @@ class StopReason(StrEnum):
     """The run used its budget of graph steps."""
     TOKEN_BUDGET = "token_budget"
     """The run used its budget of LLM tokens."""
+    COST_BUDGET = "cost_budget"
+    """The run's LLM calls cost more than its budget (``Policy.cost_budget_usd``)."""
+    TIMEOUT = "timeout"
+    """One node (an agent's turn) took longer than ``Policy.node_timeout_s``."""
     CANCELLED = "cancelled"
     """Somebody cancelled the run."""
     AWAITING_APPROVAL = "awaiting_approval"
@@ -300,7 +304,16 @@ class Policy(BaseModel):
     max_steps: int = Field(default=200, ge=1)
     """Graph steps (node executions) the run may take."""
     deadline_s: float = Field(default=600.0, gt=0)
+    """Wall-clock seconds the run may take (each start or resume gets this afresh)."""
+    node_timeout_s: float | None = Field(default=300.0, gt=0)
+    """Seconds one node (an agent's turn) may take; ``None``: only the deadline bounds it."""
+    llm_timeout_s: float = Field(default=120.0, gt=0)
+    """Seconds one LLM call attempt may take."""
+    tool_timeout_s: float = Field(default=120.0, gt=0)
+    """Seconds one tool call may take, unless the tool's server sets its own."""
     token_budget: int | None = Field(default=None, ge=1)
+    cost_budget_usd: float | None = Field(default=None, gt=0)
+    """Dollars the run's LLM calls may cost (``trinity.llm.pricing``)."""
     stall_steps: int = Field(default=30, ge=3)
     """Graph steps without a newly verified step before the run counts as stalled (an attempt
     is three: tetyana, grisha, meta)."""
@@ -328,6 +341,10 @@ class Usage(BaseModel):
     llm_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0
+    """What the calls cost, from the price table; 0 when the model has no price."""
+    priced: bool = True
+    """False once a call was made to a model with no price (``cost_usd`` is then a floor)."""
 
     @property
     def total_tokens(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,6 +18,7 @@ from trinity.config import Settings
 from trinity.engine import StopRun
 from trinity.errors import EngineError
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
+from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
 from trinity.state import RunState, StopReason
 from trinity.store import Store
@@ -45,6 +46,8 @@ class AgentContext:
     emit: Emit = lambda kind, node, data: None
     permissions: PermissionPolicy | None = None
     """Tool permission policy Tetyana checks before each call; ``None`` allows every call."""
+    prices: PriceTable = field(default_factory=PriceTable)
+    """What LLM calls cost, for ``Usage.cost_usd`` and the cost budget."""
 
     async def ask(
         self,
@@ -55,20 +58,28 @@ class AgentContext:
         schema: type[T],
         check: Callable[[T], None] | None = None,
     ) -> T:
-        """Ask the LLM for a structured reply; counts tokens and enforces the token budget."""
+        """Ask the LLM for a structured reply; counts tokens and cost, and enforces the token
+        and cost budgets (after each call: the last call may take the run a little over)."""
         if self.llm is None:
             raise EngineError(f"{purpose} needs an LLM, but this run has no model")
         request = LLMRequest(
             messages=[Message("system", system), Message("user", user)],
             purpose=purpose,
-            timeout_s=self.settings.llm_timeout_s,
+            timeout_s=state.policy.llm_timeout_s,
         )
+        price = self.prices.lookup(state.model or self.llm.model)
 
         def account(response: LLMResponse) -> None:
             usage = state.usage
             usage.llm_calls += 1
             usage.input_tokens += response.input_tokens
             usage.output_tokens += response.output_tokens
+            cost = 0.0
+            if price is not None:
+                cost = price.cost(response.input_tokens, response.output_tokens)
+                usage.cost_usd += cost
+            else:
+                usage.priced = False
             self.emit(
                 "llm_call",
                 purpose.split(".")[0],
@@ -79,6 +90,7 @@ class AgentContext:
                     "output_tokens": response.output_tokens,
                     "latency_s": round(response.latency_s, 4),
                     "attempts": response.attempts,
+                    "cost_usd": round(cost, 6) if price is not None else None,
                 },
             )
             budget = state.policy.token_budget
@@ -86,6 +98,13 @@ class AgentContext:
                 raise StopRun(
                     StopReason.TOKEN_BUDGET,
                     f"token budget of {budget} used ({usage.total_tokens} tokens)",
+                )
+            dollars = state.policy.cost_budget_usd
+            if dollars is not None and usage.cost_usd > dollars:
+                raise StopRun(
+                    StopReason.COST_BUDGET,
+                    f"cost budget of ${dollars:g} used (${usage.cost_usd:.4f} over "
+                    f"{usage.llm_calls} LLM calls)",
                 )
 
         return await complete_structured(

@@ -17,6 +17,7 @@ from typing import Any, Generic, Literal
 
 from trinity.engine.checkpoint import Checkpointer
 from trinity.engine.graph import END, Graph, S, StopRun
+from trinity.engine.watchdog import WATCHDOG, Overrun
 from trinity.errors import EngineError
 from trinity.state import EngineState, StopReason
 
@@ -39,6 +40,20 @@ class Limits:
     """Wall-clock seconds this call of :meth:`Engine.run` may take."""
     node_timeout_s: float | None = None
     """Seconds any one node may take."""
+    grace_s: float = 0.25
+    """How long after the deadline (or a forced cancel) a node that ignores cancellation is
+    waited for before it is abandoned and the run ends without it."""
+
+
+@dataclass(slots=True)
+class _Control:
+    """What the supervisor of one run and its body share."""
+
+    node: str | None = None
+    """The node running now."""
+    started: float = 0.0
+    """``time.perf_counter()`` when it started."""
+    abandoned: bool = False
 
 
 class Engine(Generic[S]):
@@ -62,44 +77,136 @@ class Engine(Generic[S]):
 
         The state is updated in place and returned. A forced cancellation (``task.cancel()``)
         records ``StopReason.CANCELLED`` and a final checkpoint, then re-raises.
+
+        The run ends by ``limits.deadline_s + limits.grace_s`` whatever its nodes do: a node
+        that ignores the deadline's cancellation is abandoned (left to finish on its own, its
+        results ignored), and one that holds the event loop in CPU-bound Python is interrupted
+        by the :mod:`~trinity.engine.watchdog`.
         """
         if state.stop_reason is not None:
             return state  # already ended: nothing to do
         if not state.started_at:
             state.started_at = time.time()
         node = state.next_node or self.graph.entry
-        emit = self.on_event
-        if emit:
-            emit("run_started", None, {"run_id": state.run_id, "node": node, "step": state.step})
+        if self.on_event:
+            self.on_event(
+                "run_started", None, {"run_id": state.run_id, "node": node, "step": state.step}
+            )
+        control = _Control()
+        body = asyncio.create_task(self._body(state, node, limits, cancel, control))
+        hard = None if limits.deadline_s is None else limits.deadline_s + limits.grace_s
+        watch = None if hard is None else WATCHDOG.watch(hard, f"run {state.run_id}")
+        try:
+            await asyncio.wait({body}, timeout=hard)
+            if not body.done():
+                self._abandon(state, body, control, limits.grace_s, StopReason.DEADLINE)
+        except asyncio.CancelledError:
+            body.cancel()
+            await asyncio.wait({body}, timeout=limits.grace_s)
+            if not body.done():
+                self._abandon(state, body, control, limits.grace_s, StopReason.CANCELLED)
+            if state.stop_reason is None or state.stop_reason == StopReason.COMPLETED:
+                self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
+            await self._finish(state)
+            raise
+        finally:
+            if watch is not None:
+                WATCHDOG.unwatch(watch)
+        await self._finish(state)
+        return state
+
+    async def _body(
+        self,
+        state: S,
+        node: str,
+        limits: Limits,
+        cancel: asyncio.Event | None,
+        control: _Control,
+    ) -> None:
+        """The run itself, under the cooperative deadline; records why it stopped."""
         deadline = asyncio.timeout(limits.deadline_s)
         try:
             async with deadline:
-                await self._loop(state, node, limits, cancel)
+                await self._loop(state, node, limits, cancel, control)
         except TimeoutError as exc:
+            if control.abandoned:
+                return
             if deadline.expired():
                 self._stop(
-                    state, StopReason.DEADLINE, f"run deadline of {limits.deadline_s:g}s passed"
+                    state,
+                    StopReason.DEADLINE,
+                    f"run deadline of {limits.deadline_s:g}s passed{self._cut(state, control)}",
                 )
             else:  # a node's own timeout that it did not handle
                 self._stop(state, StopReason.ERROR, _describe(exc))
         except StopRun as stop:
-            self._stop(state, stop.reason, stop.detail)
+            if not control.abandoned:
+                self._stop(state, stop.reason, stop.detail)
         except asyncio.CancelledError:
-            self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
-            await self._finish(state)
+            if not control.abandoned:
+                self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
             raise
+        except Overrun:
+            if control.abandoned:
+                return
+            # The watchdog only interrupts past some run's deadline: this run's, or (with many
+            # runs on one loop) another's that this node kept from ending.
+            self._cut(state, control)
+            when = deadline.when()
+            late = when is not None and asyncio.get_running_loop().time() >= when
+            self._stop(
+                state,
+                StopReason.DEADLINE if late else StopReason.ERROR,
+                f"node {control.node!r} held the event loop (CPU-bound code that never awaits) "
+                "past a run deadline and was interrupted",
+            )
         except Exception as exc:
+            if control.abandoned:
+                return
             # Not log.exception: with logging unconfigured that prints a traceback to stderr for
             # every failed provider call. The traceback goes to the run's trace instead.
             log.debug("run %s failed", state.run_id, exc_info=True)
             self._stop(state, StopReason.ERROR, _describe(exc))
-            if emit:
-                emit("error", state.next_node, {"traceback": traceback.format_exc(limit=20)})
-        await self._finish(state)
-        return state
+            if self.on_event:
+                self.on_event(
+                    "error", state.next_node, {"traceback": traceback.format_exc(limit=20)}
+                )
+
+    def _abandon(
+        self,
+        state: S,
+        body: asyncio.Task[None],
+        control: _Control,
+        grace_s: float,
+        reason: StopReason,
+    ) -> None:
+        """Give up on a node that did not stop within ``grace_s`` of being cancelled: the run
+        ends now; the node's task is cancelled again and left to finish on its own, and nothing
+        it does afterwards reaches the state's checkpoints."""
+        control.abandoned = True
+        node = control.node
+        body.cancel()
+        _ABANDONED.add(body)
+        body.add_done_callback(_forget)
+        log.info("run %s: node %r ignored cancellation; abandoned", state.run_id, node)
+        self._cut(state, control)
+        what = "run deadline passed" if reason == StopReason.DEADLINE else "run was cancelled"
+        self._stop(
+            state,
+            reason,
+            f"{what}, and node {node!r} did not stop within {grace_s:g}s of being cancelled: "
+            "it was abandoned (a tool or node that swallows cancellation)",
+        )
+        if self.on_event:
+            self.on_event("node_abandoned", node, {"after_s": grace_s})
 
     async def _loop(
-        self, state: S, node: str, limits: Limits, cancel: asyncio.Event | None
+        self,
+        state: S,
+        node: str,
+        limits: Limits,
+        cancel: asyncio.Event | None,
+        control: _Control,
     ) -> None:
         nodes = self.graph.nodes
         route = self.graph.router
@@ -119,6 +226,7 @@ class Engine(Generic[S]):
                 raise StopRun(StopReason.CANCELLED, "cancelled")
             if max_steps is not None and state.step >= max_steps:
                 raise StopRun(StopReason.STEP_BUDGET, f"step budget of {max_steps} used")
+            control.node = node
             fn = nodes.get(node)
             if fn is None:
                 raise EngineError(f"router chose unknown node {node!r}")
@@ -132,7 +240,7 @@ class Engine(Generic[S]):
                     await marker
             if emit:
                 emit("node_started", node, {"step": state.step})
-            started = clock()
+            started = control.started = clock()
             if node_timeout is None:
                 update = await fn(state)
             else:
@@ -141,8 +249,11 @@ class Engine(Generic[S]):
                         update = await fn(state)
                 except TimeoutError:
                     raise StopRun(
-                        StopReason.ERROR, f"node {node!r} took longer than {node_timeout:g}s"
+                        StopReason.TIMEOUT,
+                        f"node {node!r} took longer than its timeout of {node_timeout:g}s",
                     ) from None
+            if control.abandoned:
+                return  # the run already ended without this node
             elapsed = clock() - started
             if update:
                 for key, value in update.items():
@@ -175,6 +286,16 @@ class Engine(Generic[S]):
                 if pending is not None:
                     await pending
             node = following
+
+    @staticmethod
+    def _cut(state: S, control: _Control) -> str:
+        """Count the time of the node the run ended in; say which it was."""
+        node = control.node
+        if node is None:
+            return ""
+        spent = time.perf_counter() - control.started
+        state.node_seconds[node] = state.node_seconds.get(node, 0.0) + spent
+        return f" during node {node!r} ({spent:.2f}s into it)"
 
     def _stop(self, state: S, reason: StopReason, detail: str) -> None:
         state.stop_reason = reason
@@ -218,6 +339,16 @@ def load_state(state_type: type[S], state_json: str) -> S:
         state.interrupted = True
         state.next_node = state.in_flight
     return state
+
+
+_ABANDONED: set[asyncio.Task[None]] = set()
+"""Abandoned node tasks, kept referenced until they end on their own."""
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _ABANDONED.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("abandoned node task ended with %r", task.exception())
 
 
 def _put(state: EngineState, name: str, value: Any) -> None:

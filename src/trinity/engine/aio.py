@@ -1,0 +1,53 @@
+"""``asyncio.run`` for a command-line process, except that leftover tasks cannot hold it.
+
+``asyncio.run`` cancels every task still pending when the main coroutine ends and then waits for
+all of them, with no limit. A node the engine abandoned because it swallows cancellation (see
+:meth:`trinity.engine.Engine.run`) would keep the process alive forever at exit. :func:`run_main`
+gives leftovers ``grace_s`` to end once cancelled, then drops them from asyncio's registry and
+closes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def run_main(main: Coroutine[Any, Any, T], *, grace_s: float = 1.0) -> T:
+    """Run ``main`` like :func:`asyncio.run` (Ctrl-C cancels it and raises
+    ``KeyboardInterrupt``), but never wait more than ``grace_s`` for leftover tasks."""
+    with asyncio.Runner() as runner:
+        return runner.run(_then_sweep(main, grace_s))
+
+
+async def _then_sweep(main: Coroutine[Any, Any, T], grace_s: float) -> T:
+    try:
+        return await main
+    finally:
+        await sweep(grace_s)
+
+
+async def sweep(grace_s: float) -> None:
+    """Cancel every other task on this loop; forget those still going after ``grace_s``."""
+    me = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not me]
+    for task in rest:
+        task.cancel()
+    if rest:
+        await asyncio.wait(rest, timeout=grace_s)
+    stuck = [task for task in rest if not task.done()]
+    if not stuck:
+        return
+    log.info("%d task(s) ignored cancellation at exit; leaving them", len(stuck))
+    # Private in 3.11, but the only way to keep asyncio's shutdown from waiting on them; the
+    # loop is about to close, so they never run again.
+    unregister = getattr(asyncio.tasks, "_unregister_task", None)
+    for task in stuck:
+        if unregister is not None:
+            unregister(task)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
