@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -405,14 +406,12 @@ async def test_limits_the_user_gave_survive_a_resume(runtime: Runtime, tmp_path:
 
 
 def test_the_cli_prints_and_stores_the_stop_report(tmp_path: Path, workspace: Path) -> None:
-    import subprocess
-
     plan = plan_file(tmp_path, "shell.run", {"command": "sleep 30"})
     db = tmp_path / "cli.db"
     started = time.perf_counter()
+    command = [sys.executable, "-m", "trinity", "run", plan, "-w", str(workspace)]
     done = subprocess.run(
-        [sys.executable, "-m", "trinity", "run", plan, "-w", str(workspace), "--db", str(db)]
-        + ["--timeout", "1"],
+        [*command, "--db", str(db), "--timeout", "1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -436,8 +435,6 @@ def test_a_blocked_cli_process_exits_even_when_a_task_swallows_cancellation(
     tmp_path: Path,
 ) -> None:
     """run_main does not wait forever for a task that ignores cancellation at exit."""
-    import subprocess
-
     script = tmp_path / "leftover.py"
     script.write_text(
         "import asyncio\n"
@@ -458,4 +455,3 @@ def test_a_blocked_cli_process_exits_even_when_a_task_swallows_cancellation(
     done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=30)
     assert done.returncode == 7, done.stderr
     assert b"destroyed but it is pending" not in done.stderr
-
