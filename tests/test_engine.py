@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -139,6 +140,112 @@ async def test_cooperative_and_forced_cancellation() -> None:
     assert forced.stop_reason == StopReason.CANCELLED
     last = Counter.model_validate_json(cp.checkpoints["f"][-1][2])
     assert last.stop_reason == StopReason.CANCELLED
+
+
+def one_node(fn) -> Graph[Counter]:
+    return Graph(nodes={"x": fn}, router=lambda s, last: END, entry="x")
+
+
+async def test_a_node_that_swallows_cancellation_is_abandoned_at_deadline_plus_grace() -> None:
+    resumed_after_abandon = asyncio.Event()
+
+    async def stubborn(state: Counter) -> dict[str, int]:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(2)
+            except asyncio.CancelledError:
+                continue
+        resumed_after_abandon.set()
+        return {"n": 99}
+
+    cp = MemoryCheckpointer()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    state = await Engine(one_node(stubborn), checkpointer=cp).run(
+        Counter(run_id="r"), Limits(deadline_s=0.2, grace_s=0.1)
+    )
+    took = loop.time() - started
+    assert state.stop_reason == StopReason.DEADLINE
+    assert "node 'x' did not stop within 0.1s of being cancelled" in state.stop_detail
+    assert 0.3 <= took < 1.5
+    saved = len(cp.checkpoints["r"])
+    # The abandoned node carries on by itself (it was cancelled twice; its third sleep runs
+    # out); what it returns reaches neither the state nor a checkpoint.
+    await asyncio.wait_for(resumed_after_abandon.wait(), 40)
+    await asyncio.sleep(0.01)
+    assert state.n == 0 and len(cp.checkpoints["r"]) == saved
+    assert Counter.model_validate_json(cp.checkpoints["r"][-1][2]).stop_reason == "deadline"
+
+
+@pytest.mark.parametrize("catch", [False, True])
+async def test_cpu_bound_python_is_interrupted_past_the_deadline(catch: bool) -> None:
+    async def spin(state: Counter) -> None:
+        n = 0
+        while True:
+            try:
+                while True:
+                    n += 1
+            except Exception:  # a node that swallows errors does not swallow the watchdog's
+                if not catch:
+                    raise
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    state = await Engine(one_node(spin)).run(Counter(run_id="r"), Limits(deadline_s=0.2))
+    assert state.stop_reason == StopReason.DEADLINE
+    assert "node 'x' held the event loop" in state.stop_detail
+    assert loop.time() - started < 2.0
+    assert state.node_seconds["x"] >= 0.2
+    # the loop and the engine are fine afterwards
+    after = await Engine(counting_graph(3)).run(Counter(run_id="next"), Limits(deadline_s=5))
+    assert after.stop_reason == StopReason.COMPLETED
+
+
+async def test_a_busy_node_in_one_run_does_not_stop_a_run_that_ends_in_time() -> None:
+    """The watchdog only fires past a deadline: short CPU bursts are left alone."""
+
+    async def burst(state: Counter) -> dict[str, int]:
+        end = time.perf_counter() + 0.3  # holds the loop for 0.3 s, within a 5 s deadline
+        while time.perf_counter() < end:
+            pass
+        return {"n": state.n + 1}
+
+    graph = Graph(nodes={"b": burst}, router=lambda s, last: END if s.n >= 2 else "b", entry="b")
+    state = await Engine(graph).run(Counter(run_id="r"), Limits(deadline_s=5))
+    assert state.stop_reason == StopReason.COMPLETED and state.n == 2, state.stop_detail
+
+
+async def test_a_forced_cancel_abandons_a_node_that_swallows_it() -> None:
+    async def stubborn(state: Counter) -> None:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue
+
+    cp = MemoryCheckpointer()
+    forced = Counter(run_id="f")
+    task = asyncio.create_task(
+        Engine(one_node(stubborn), checkpointer=cp).run(forced, Limits(grace_s=0.1))
+    )
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert forced.stop_reason == StopReason.CANCELLED
+    assert "it was abandoned" in forced.stop_detail
+    assert Counter.model_validate_json(cp.checkpoints["f"][-1][2]).stop_reason == "cancelled"
+
+
+async def test_a_node_timeout_is_its_own_stop_reason() -> None:
+    async def slow(state: Counter) -> None:
+        await asyncio.sleep(10)
+
+    state = await Engine(one_node(slow)).run(
+        Counter(run_id="r"), Limits(deadline_s=30, node_timeout_s=0.05)
+    )
+    assert state.stop_reason == StopReason.TIMEOUT
+    assert state.stop_detail == "node 'x' took longer than its timeout of 0.05s"
 
 
 async def test_resume_continues_where_the_checkpoint_left_off(tmp_path) -> None:
