@@ -50,17 +50,16 @@ def render_report(state: RunState) -> str:
     lines = [head, _usage_line(state, elapsed)]
     if reason is None or reason == StopReason.COMPLETED:
         return "\n".join(lines)
-    findings = state.progress_findings
-    if findings:
-        lines.append("Evidence:")
-        for finding in findings[-3:]:
-            lines.append(
-                f"- {finding.kind.value} x{finding.repetitions} (step {finding.at_step}): "
-                f"{_clip(finding.evidence, 300)}"
-            )
+    evidence = [
+        f"- {finding.kind.value} x{finding.repetitions} (step {finding.at_step}): "
+        f"{_clip(finding.evidence, 300)}"
+        for finding in state.progress_findings[-3:]
+    ]
     slowest = _slowest_node(state)
     if reason in (StopReason.DEADLINE, StopReason.TIMEOUT) and slowest:
-        lines.append(f"- time went mostly to {slowest}")
+        evidence.append(f"- time went mostly to {slowest}")
+    if evidence:
+        lines += ["Evidence:", *evidence]
     if state.plan is not None:
         tried = [s for s in state.plan.steps if s.status != StepStatus.PENDING][-3:]
         if tried:
@@ -97,7 +96,7 @@ def _usage_line(state: RunState, elapsed: float) -> str:
         f"LLM calls {usage.llm_calls}",
         f"tokens {of(str(usage.total_tokens), policy.token_budget)}",
     ]
-    if usage.llm_calls or policy.cost_budget_usd is not None:
+    if (usage.llm_calls and usage.priced) or policy.cost_budget_usd is not None:
         cost = f"${usage.cost_usd:.4f}" + ("" if usage.priced else " (model unpriced)")
         budget = None if policy.cost_budget_usd is None else f"${policy.cost_budget_usd:g}"
         parts.append(f"cost {of(cost, budget)}")
