@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,13 @@ class Watchdog:
                     beat.handle.cancel()
                 del self._beats[watch.loop]
 
+    def _after_fork(self) -> None:
+        """In a forked child (a prefork worker) the thread is gone and no run is going."""
+        self._lock = threading.Condition()
+        self._watches = set()
+        self._beats = {}
+        self._thread = None
+
     def _tick(self, loop: asyncio.AbstractEventLoop, beat: _Beat) -> None:
         beat.last = time.monotonic()
         if beat.runs:
@@ -155,3 +163,4 @@ class Watchdog:
 
 WATCHDOG = Watchdog()
 """The process's watchdog (one thread, started with the first watched run)."""
+os.register_at_fork(after_in_child=WATCHDOG._after_fork)
