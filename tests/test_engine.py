@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import time
 
 import pytest
@@ -312,3 +314,27 @@ def test_graph_validation() -> None:
         Graph(nodes={"a": add}, router=until(1), entry="b")
     with pytest.raises(EngineError, match="side-effect"):
         Graph(nodes={"a": add}, router=until(1), entry="a", side_effect_nodes=frozenset({"z"}))
+
+
+def _busy_run_in_child() -> None:
+    async def spin(state: Counter) -> None:
+        while True:
+            pass
+
+    state = asyncio.run(Engine(one_node(spin)).run(Counter(run_id="c"), Limits(deadline_s=0.2)))
+    os._exit(0 if state.stop_reason == StopReason.DEADLINE else 1)
+
+
+async def test_the_watchdog_works_in_a_forked_child() -> None:
+    """A prefork worker inherits the watchdog object but not its thread; it starts its own."""
+
+    async def spin(state: Counter) -> None:
+        while True:
+            pass
+
+    parent = await Engine(one_node(spin)).run(Counter(run_id="p"), Limits(deadline_s=0.1))
+    assert parent.stop_reason == StopReason.DEADLINE  # the parent's thread is running
+    child = multiprocessing.get_context("fork").Process(target=_busy_run_in_child)
+    child.start()
+    await asyncio.to_thread(child.join, 30)
+    assert child.exitcode == 0
