@@ -336,5 +336,9 @@ async def test_the_watchdog_works_in_a_forked_child() -> None:
     assert parent.stop_reason == StopReason.DEADLINE  # the parent's thread is running
     child = multiprocessing.get_context("fork").Process(target=_busy_run_in_child)
     child.start()
-    await asyncio.to_thread(child.join, 30)
-    assert child.exitcode == 0
+    try:
+        await asyncio.to_thread(child.join, 30)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
