@@ -105,7 +105,7 @@ class Engine(Generic[S]):
             await asyncio.wait({body}, timeout=limits.grace_s)
             if not body.done():
                 self._abandon(state, body, control, limits.grace_s, StopReason.CANCELLED)
-            if state.stop_reason is None or state.stop_reason == StopReason.COMPLETED:
+            if state.stop_reason is None:  # (a run that had just completed stays completed)
                 self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
             await self._finish(state)
             raise
