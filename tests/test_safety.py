@@ -455,3 +455,14 @@ def test_a_blocked_cli_process_exits_even_when_a_task_swallows_cancellation(
     done = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=30)
     assert done.returncode == 7, done.stderr
     assert b"destroyed but it is pending" not in done.stderr
+
+
+async def test_one_request_can_be_started_twice(runtime: Runtime, tmp_path: Path) -> None:
+    """start() works on a copy of the request's plan: a second start begins afresh."""
+    request = runtime.prepare(plan_file(tmp_path, "bad.ok"), timeout_s=5)
+    first = await runtime.start(request)
+    second = await runtime.start(request)
+    assert first.stop_reason == second.stop_reason == StopReason.COMPLETED
+    assert first.run_id != second.run_id
+    assert [len(s.attempts) for s in second.plan.steps] == [1]
+    assert request.plan is not None and request.plan.steps[0].attempts == []

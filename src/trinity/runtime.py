@@ -309,7 +309,7 @@ class Runtime:
                 text=request.task, plan_file=request.plan_file, workspace=str(request.workspace)
             ),
             model=request.model,
-            plan=request.plan,
+            plan=request.plan.model_copy(deep=True) if request.plan else None,
             policy=Policy(
                 max_steps=request.max_steps,
                 deadline_s=request.timeout_s,

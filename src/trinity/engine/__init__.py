@@ -1,5 +1,6 @@
 """A small asyncio graph executor: nodes, a router, limits and one checkpoint per step."""
 
+from trinity.engine.aio import run_main
 from trinity.engine.checkpoint import Checkpointer, MemoryCheckpointer, StoreCheckpointer
 from trinity.engine.graph import END, Graph, StopRun
 from trinity.engine.runner import Durability, Engine, Limits, load_state
@@ -15,4 +16,5 @@ __all__ = [
     "StopRun",
     "StoreCheckpointer",
     "load_state",
+    "run_main",
 ]
