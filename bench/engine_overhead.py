@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypedDict
 
+from tables import table
 from trinity.engine import END, Engine, Graph, StoreCheckpointer
 from trinity.state import EngineState
 from trinity.store import Store
@@ -236,16 +237,6 @@ async def concurrent_wall_s(
         finally:
             await runner.close()
     return statistics.median(walls)
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = [
-        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
-    ]
-    return "\n".join([f"\n{title}\n", line, rule, *body])
 
 
 RUNNERS = {
