@@ -13,11 +13,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Literal
 
 from trinity.engine.checkpoint import Checkpointer
 from trinity.engine.graph import END, Graph, S, StopRun
-from trinity.engine.watchdog import WATCHDOG, Overrun
+from trinity.engine.watchdog import WATCHDOG, Overrun, _Watch
 from trinity.errors import EngineError
 from trinity.state import EngineState, StopReason
 
@@ -53,6 +54,10 @@ class _Control:
     """The node running now."""
     started: float = 0.0
     """``time.perf_counter()`` when it started."""
+    deadline_at: float | None = None
+    """The loop's ``time()`` of the run deadline."""
+    deadline_hit: bool = False
+    """The supervisor cancelled the body because the deadline passed."""
     abandoned: bool = False
 
 
@@ -93,13 +98,22 @@ class Engine(Generic[S]):
                 "run_started", None, {"run_id": state.run_id, "node": node, "step": state.step}
             )
         control = _Control()
-        body = asyncio.create_task(self._body(state, node, limits, cancel, control))
-        hard = None if limits.deadline_s is None else limits.deadline_s + limits.grace_s
-        watch = None if hard is None else WATCHDOG.watch(hard, f"run {state.run_id}")
+        # The supervisor waits on a plain future, not on the body: cancelling a task that
+        # awaits a task which swallows the cancellation would wait for that task forever. The
+        # body settles it with False as it ends; the deadline's timer with True.
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[bool] = loop.create_future()
+        body = asyncio.create_task(self._body(state, node, limits, cancel, control, ended))
+        deadline = limits.deadline_s
+        watch: _Watch | None = None
+        timer: asyncio.TimerHandle | None = None
+        if deadline is not None:
+            control.deadline_at = loop.time() + deadline
+            timer = loop.call_at(control.deadline_at, _settle, ended, True)
+            watch = WATCHDOG.watch(deadline, limits.grace_s, f"run {state.run_id}")
         try:
-            await asyncio.wait({body}, timeout=hard)
-            if not body.done():
-                self._abandon(state, body, control, limits.grace_s, StopReason.DEADLINE)
+            if await ended:
+                await self._deadline(state, body, control, limits)
         except asyncio.CancelledError:
             body.cancel()
             await asyncio.wait({body}, timeout=limits.grace_s)
@@ -110,10 +124,30 @@ class Engine(Generic[S]):
             await self._finish(state)
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if watch is not None:
                 WATCHDOG.unwatch(watch)
         await self._finish(state)
         return state
+
+    async def _deadline(
+        self, state: S, body: asyncio.Task[None], control: _Control, limits: Limits
+    ) -> None:
+        """The deadline passed: cancel the body, and abandon it if it is still going after
+        the grace period."""
+        if body.done():
+            return
+        control.deadline_hit = True
+        body.cancel()
+        ended = asyncio.get_running_loop().create_future()
+        body.add_done_callback(partial(_settle, ended, False))
+        try:
+            async with asyncio.timeout(limits.grace_s):
+                await ended
+        except TimeoutError:
+            if not body.done():
+                self._abandon(state, body, control, limits.grace_s, StopReason.DEADLINE)
 
     async def _body(
         self,
@@ -122,45 +156,56 @@ class Engine(Generic[S]):
         limits: Limits,
         cancel: asyncio.Event | None,
         control: _Control,
+        ended: asyncio.Future[bool],
     ) -> None:
-        """The run itself, under the cooperative deadline; records why it stopped."""
-        deadline = asyncio.timeout(limits.deadline_s)
+        """The run itself; records why it stopped (the supervisor in :meth:`run` cancels it at
+        the deadline), then settles ``ended``."""
         try:
-            async with deadline:
-                await self._loop(state, node, limits, cancel, control)
-        except TimeoutError as exc:
-            if control.abandoned:
-                return
-            if deadline.expired():
-                self._stop(
-                    state,
-                    StopReason.DEADLINE,
-                    f"run deadline of {limits.deadline_s:g}s passed{self._cut(state, control)}",
-                )
-            else:  # a node's own timeout that it did not handle
-                self._stop(state, StopReason.ERROR, _describe(exc))
+            await self._stopping(state, node, limits, cancel, control)
+        finally:
+            _settle(ended, False)
+
+    async def _stopping(
+        self,
+        state: S,
+        node: str,
+        limits: Limits,
+        cancel: asyncio.Event | None,
+        control: _Control,
+    ) -> None:
+        try:
+            await self._loop(state, node, limits, cancel, control)
         except StopRun as stop:
             if not control.abandoned:
                 self._stop(state, stop.reason, stop.detail)
         except asyncio.CancelledError:
-            if not control.abandoned:
+            if control.abandoned:
+                raise
+            if not control.deadline_hit:
                 self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
-            raise
+                raise
+            self._stop(
+                state,
+                StopReason.DEADLINE,
+                f"run deadline of {limits.deadline_s:g}s passed{self._cut(state, control)}",
+            )
         except Overrun:
             if control.abandoned:
                 return
             # The watchdog only interrupts past some run's deadline: this run's, or (with many
             # runs on one loop) another's that this node kept from ending.
             self._cut(state, control)
-            when = deadline.when()
-            late = when is not None and asyncio.get_running_loop().time() >= when
+            late = control.deadline_hit or (
+                control.deadline_at is not None
+                and asyncio.get_running_loop().time() >= control.deadline_at
+            )
             self._stop(
                 state,
                 StopReason.DEADLINE if late else StopReason.ERROR,
                 f"node {control.node!r} held the event loop (CPU-bound code that never awaits) "
                 "past a run deadline and was interrupted",
             )
-        except Exception as exc:
+        except Exception as exc:  # a node's own unhandled TimeoutError too
             if control.abandoned:
                 return
             # Not log.exception: with logging unconfigured that prints a traceback to stderr for
@@ -343,6 +388,11 @@ def load_state(state_type: type[S], state_json: str) -> S:
 
 _ABANDONED: set[asyncio.Task[None]] = set()
 """Abandoned node tasks, kept referenced until they end on their own."""
+
+
+def _settle(ended: asyncio.Future[bool], deadline: bool, *_: object) -> None:
+    if not ended.done():
+        ended.set_result(deadline)
 
 
 def _forget(task: asyncio.Task[None]) -> None:

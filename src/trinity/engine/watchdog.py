@@ -2,9 +2,10 @@
 
 The run deadline is an :func:`asyncio.timeout`: it cancels whatever the run awaits. A node stuck
 in CPU-bound Python never awaits, so the loop never gets to deliver that cancellation, and every
-other run in the process is frozen too. This watchdog runs on its own daemon thread. When a
-watched run is still going at its hard deadline (deadline + grace) and the event loop has not
-turned for :data:`STALE_S`, it raises :class:`Overrun` in the loop's thread with
+other run in the process is frozen too. This watchdog runs on its own daemon thread and costs a
+run nothing until its deadline passes. Then it sends the run's loop a probe
+(``call_soon_threadsafe``); if the loop has not run the probe by the hard deadline (deadline +
+grace), something holds it, and the watchdog raises :class:`Overrun` in the loop's thread with
 ``PyThreadState_SetAsyncExc``: the interpreter delivers it at the next bytecode boundary, inside
 the code that holds the loop, which unwinds into the engine like any other exception.
 
@@ -17,19 +18,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05
-"""How often a watched loop records that it is turning."""
-STALE_S = 0.2
-"""A loop that has not turned for this long is held by some code that does not await."""
 RETRY_S = 0.1
-"""Delay before the exception is raised again (code may catch ``BaseException``)."""
+"""Delay before the exception is raised again (code may catch ``BaseException``), and between
+probes of a loop that turns while its run is overdue."""
 MAX_RAISES = 50
 C_STUCK_S = 1.0
 """After this long of raising in vain, the holder is blocked in C: log it."""
@@ -43,53 +42,55 @@ class Overrun(BaseException):
     ``SystemExit`` escape a task)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Watch:
+    """One watched run (returned by :meth:`Watchdog.watch`)."""
+
     loop: asyncio.AbstractEventLoop
     thread_id: int
     fire_at: float
-    """``time.monotonic()`` of the hard deadline."""
+    """``time.monotonic()`` of the next look: the deadline, then the hard deadline, then
+    every :data:`RETRY_S`."""
+    grace_s: float
     label: str
+    probe_sent: float | None = None
+    """When the current probe was sent to the loop."""
+    probe_seen: float = 0.0
+    """When the loop last ran a probe."""
     raises: int = 0
     first_raise: float | None = None
     reported: bool = False
     done: bool = False
 
-
-@dataclass(eq=False)
-class _Beat:
-    """One watched loop's heartbeat: a ``call_later`` chain, running while any run is watched."""
-
-    last: float
-    watchers: int = 0
-    handle: asyncio.TimerHandle | None = None
-    runs: set[_Watch] = field(default_factory=set)
+    def seen(self) -> None:
+        """The probe, run by the loop: it turns."""
+        self.probe_seen = time.monotonic()
 
 
 class Watchdog:
     def __init__(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._watches: set[_Watch] = set()
-        self._beats: dict[asyncio.AbstractEventLoop, _Beat] = {}
         self._thread: threading.Thread | None = None
+        self._wake_at = math.inf
+        """When the thread will next look (``inf``: when notified)."""
 
-    def watch(self, hard_deadline_s: float, label: str) -> _Watch:
-        """Start watching the calling loop for a run that must end within ``hard_deadline_s``
-        seconds from now. Call :meth:`unwatch` when the run has ended."""
+    def watch(self, deadline_s: float, grace_s: float, label: str) -> _Watch:
+        """Start watching the calling loop for a run whose deadline is ``deadline_s`` from now
+        and which must have ended ``grace_s`` later. Call :meth:`unwatch` when it has ended."""
         loop = asyncio.get_running_loop()
-        watch = _Watch(loop, threading.get_ident(), time.monotonic() + hard_deadline_s, label)
-        beat = self._beats.get(loop)
-        if beat is None:
-            beat = self._beats[loop] = _Beat(last=time.monotonic())
-            beat.handle = loop.call_later(TICK_S, self._tick, loop, beat)
-        beat.runs.add(watch)
+        fire_at = time.monotonic() + deadline_s
+        watch = _Watch(loop, threading.get_ident(), fire_at, grace_s, label)
         with self._lock:
             self._watches.add(watch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._main, name="trinity-watchdog")
                 self._thread.daemon = True
                 self._thread.start()
-            self._lock.notify()
+            elif fire_at < self._wake_at:
+                # Only an earlier deadline needs the thread awake now: waking it takes the GIL
+                # from the loop, which would cost a run more than everything else here.
+                self._lock.notify()
         return watch
 
     def unwatch(self, watch: _Watch) -> None:
@@ -97,48 +98,38 @@ class Watchdog:
         with self._lock:
             watch.done = True
             self._watches.discard(watch)
-        beat = self._beats.get(watch.loop)
-        if beat is not None:
-            beat.runs.discard(watch)
-            if not beat.runs:
-                if beat.handle is not None:
-                    beat.handle.cancel()
-                del self._beats[watch.loop]
 
     def _after_fork(self) -> None:
         """In a forked child (a prefork worker) the thread is gone and no run is going."""
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._watches = set()
-        self._beats = {}
         self._thread = None
-
-    def _tick(self, loop: asyncio.AbstractEventLoop, beat: _Beat) -> None:
-        beat.last = time.monotonic()
-        if beat.runs:
-            beat.handle = loop.call_later(TICK_S, self._tick, loop, beat)
+        self._wake_at = math.inf
 
     def _main(self) -> None:
         with self._lock:
             while True:
                 now = time.monotonic()
-                due = [w for w in self._watches if w.fire_at <= now]
-                for watch in due:
+                for watch in [w for w in self._watches if w.fire_at <= now]:
                     self._check(watch, now)
-                upcoming = [w.fire_at for w in self._watches]
-                timeout = max(0.0, min(upcoming) - time.monotonic()) if upcoming else None
-                self._lock.wait(timeout)
+                self._wake_at = min((w.fire_at for w in self._watches), default=math.inf)
+                wait = None if self._wake_at == math.inf else max(0.0, self._wake_at - now)
+                self._lock.wait(wait)
 
     def _check(self, watch: _Watch, now: float) -> None:
-        """The run is past its hard deadline: raise in its loop if the loop is held."""
-        beat = self._beats.get(watch.loop)
-        last = beat.last if beat is not None else now
-        if watch.done or now - last < STALE_S or asyncio.current_task(watch.loop) is None:
-            # The loop turns: the engine's own supervision ends the run. (Or the loop is held
-            # outside any task, where an exception would end the loop itself: leave it.) Look
-            # again later, in case something starts holding the loop.
-            watch.fire_at = now + TICK_S
+        """The run is past its deadline: probe its loop; raise in it if the probe sent at the
+        deadline (or after the last raise) has not run when the time is up."""
+        sent = watch.probe_sent
+        if sent is None or watch.probe_seen >= sent:
+            # First look (at the deadline), or the loop ran the last probe: it turns, and the
+            # engine's own supervision ends the run. Probe again, in case something starts
+            # holding the loop.
+            watch.fire_at = now + (watch.grace_s if sent is None else RETRY_S)
+            self._probe(watch, now)
             return
-        if watch.raises >= MAX_RAISES:
+        if asyncio.current_task(watch.loop) is None or watch.raises >= MAX_RAISES:
+            # Held outside any task, where an exception would end the loop itself; or raising
+            # does not help. Leave it.
             watch.fire_at = now + 3600.0
             return
         raised = ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -147,6 +138,7 @@ class Watchdog:
         watch.raises += 1
         watch.first_raise = watch.first_raise or now
         watch.fire_at = now + RETRY_S
+        self._probe(watch, now)  # seen by the next look if the exception freed the loop
         if raised != 1:
             log.error("watchdog could not interrupt %s (thread gone?)", watch.label)
             watch.raises = MAX_RAISES
@@ -157,8 +149,16 @@ class Watchdog:
                 "call that cannot be interrupted (blocking C code, e.g. time.sleep in a tool); "
                 "it will stop when that call returns",
                 watch.label,
-                now - last,
+                now - sent,
             )
+
+    @staticmethod
+    def _probe(watch: _Watch, now: float) -> None:
+        watch.probe_sent = now
+        try:
+            watch.loop.call_soon_threadsafe(watch.seen)
+        except RuntimeError:  # the loop is closed: nothing left to watch
+            watch.fire_at = math.inf
 
 
 WATCHDOG = Watchdog()
