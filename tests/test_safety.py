@@ -30,7 +30,7 @@ from trinity.llm.pricing import BUILTIN_PRICES, Price, PriceTable
 from trinity.llm.scripted import ScriptedProvider
 from trinity.report import render_report
 from trinity.runtime import Runtime
-from trinity.state import RunState, StopReason, ToolResult
+from trinity.state import RunState, StopReason, ToolResult, VerificationLevel
 from trinity.tools.base import ToolSpec
 
 ROOT = Path(__file__).resolve().parent
@@ -194,7 +194,7 @@ async def test_an_mcp_server_that_never_answers_ends_with_the_deadline_and_is_ki
         runtime.close()
 
 
-async def test_a_hung_llm_ends_the_run_at_its_deadline(settings: Settings) -> None:
+async def test_a_hung_llm_ends_the_run_at_its_deadline(settings: Settings, tmp_path: Path) -> None:
     llm = ScriptedProvider([{"delay_s": 1000, "text": "{}", "repeat": True}])
     runtime = Runtime(settings.model_copy(update={"llm_timeout_s": 1000}), llm=llm)
     try:
@@ -202,6 +202,10 @@ async def test_a_hung_llm_ends_the_run_at_its_deadline(settings: Settings) -> No
         assert state.stop_reason == StopReason.DEADLINE, state.stop_detail
         assert "during node 'atlas'" in state.stop_detail
         assert took < 0.5 + LATE_S
+        # the next run in this process works (a plan file that needs no LLM call)
+        plan = plan_file(tmp_path, "fs.write", {"path": "a.txt", "content": "x"})
+        after, _ = await timed_run(runtime, plan, verification=VerificationLevel.CHECKS)
+        assert after.stop_reason == StopReason.COMPLETED, after.stop_detail
     finally:
         runtime.close()
 
