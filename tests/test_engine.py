@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import time
@@ -342,3 +343,104 @@ async def test_the_watchdog_works_in_a_forked_child() -> None:
     finally:
         if child.is_alive():
             child.kill()
+
+
+async def test_a_busy_loop_of_many_healthy_runs_is_not_mistaken_for_a_held_one() -> None:
+    """Many runs taking turns make each loop turn long, but no task holds the loop: the
+    watchdog must not interrupt anyone when a few of the runs pass their deadline."""
+
+    async def chunk(state: Counter) -> dict[str, int]:
+        end = time.perf_counter() + 0.003  # 3 ms of CPU, then a turn for the others
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(0)
+        return {"n": state.n + 1}
+
+    graph = Graph(nodes={"c": chunk}, router=lambda s, last: END if s.n >= 8 else "c", entry="c")
+    engine = Engine(graph)
+    runs = [
+        engine.run(Counter(run_id=f"r{i}"), Limits(deadline_s=0.2 if i < 4 else 60))
+        for i in range(120)
+    ]
+    states = await asyncio.gather(*runs)
+    short, long = states[:4], states[4:]
+    assert all(s.stop_reason == StopReason.DEADLINE for s in short)
+    assert all("held the event loop" not in s.stop_detail for s in short)
+    assert [s.stop_reason for s in long] == [StopReason.COMPLETED] * len(long)
+
+
+async def test_overrun_inside_a_task_group_still_stops_the_run() -> None:
+    async def spin() -> None:
+        while True:
+            pass
+
+    async def grouped(state: Counter) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(spin())
+
+    state = await Engine(one_node(grouped)).run(Counter(run_id="r"), Limits(deadline_s=0.2))
+    assert state.stop_reason == StopReason.DEADLINE
+    assert "held the event loop" in state.stop_detail
+
+
+async def test_a_loop_held_outside_any_task_first_does_not_disarm_the_watchdog() -> None:
+    async def spin_later(state: Counter) -> None:
+        await asyncio.sleep(0.4)
+        while True:
+            pass
+
+    def hog() -> None:  # a plain callback holds the loop across the deadline
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:
+            pass
+
+    asyncio.get_running_loop().call_later(0.1, hog)
+    started = time.perf_counter()
+    state = await Engine(one_node(spin_later)).run(Counter(run_id="r"), Limits(deadline_s=0.2))
+    assert state.stop_reason == StopReason.DEADLINE
+    assert time.perf_counter() - started < 3
+
+
+async def test_a_second_cancel_during_the_grace_period_still_closes_the_run() -> None:
+    async def stubborn(state: Counter) -> dict[str, int]:
+        for _ in range(2):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(1)
+        return {"n": 1}
+
+    cp = MemoryCheckpointer()
+    graph = Graph(nodes={"s": stubborn}, router=lambda s, last: END if s.n else "s", entry="s")
+    forced = Counter(run_id="f")
+    task = asyncio.create_task(Engine(graph, checkpointer=cp).run(forced, Limits(grace_s=0.2)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    task.cancel()  # again, while the engine waits out the grace period
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert forced.stop_reason == StopReason.CANCELLED and forced.finished_at is not None
+    saved = len(cp.checkpoints["f"])
+    await asyncio.sleep(2.2)  # the stubborn node finishes by itself meanwhile
+    assert forced.n == 0 and len(cp.checkpoints["f"]) == saved
+    assert Counter.model_validate_json(cp.checkpoints["f"][-1][2]).stop_reason == "cancelled"
+
+
+async def test_a_node_that_swallows_the_deadline_but_returns_in_time_ends_the_run() -> None:
+    ran: list[str] = []
+
+    async def slow(state: Counter) -> dict[str, int]:
+        ran.append("slow")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        return {"n": 1}
+
+    async def after(state: Counter) -> None:
+        ran.append("after")
+
+    graph = Graph(
+        nodes={"slow": slow, "after": after}, router=lambda s, last: "after", entry="slow"
+    )
+    state = await Engine(graph).run(Counter(run_id="r"), Limits(deadline_s=0.1))
+    assert state.stop_reason == StopReason.DEADLINE
+    assert "node 'slow' carried on when cancelled" in state.stop_detail
+    assert ran == ["slow"] and state.n == 0

@@ -10,6 +10,7 @@ the same Runtime completes. The precise distribution of (stop time - deadline) i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -470,3 +471,42 @@ async def test_one_request_can_be_started_twice(runtime: Runtime, tmp_path: Path
     assert first.run_id != second.run_id
     assert [len(s.attempts) for s in second.plan.steps] == [1]
     assert request.plan is not None and request.plan.steps[0].attempts == []
+
+
+async def test_a_bad_prices_setting_is_refused_before_any_run_is_stored(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bad = settings.model_copy(update={"prices": {"openai:x": {"input_per_mtok": 1}}})
+    runtime = Runtime(bad, tools=BadTools())
+    try:
+        with pytest.raises(ConfigError, match="prices: 'openai:x': output_per_mtok"):
+            runtime.prepare(plan_file(tmp_path, "bad.ok"))  # no cost budget: still checked
+        assert runtime.store.list_runs(limit=5) == []
+    finally:
+        runtime.close()
+
+
+async def test_resuming_with_an_unpriced_model_under_a_cost_budget_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    keyed = priced(settings, 1.0).model_copy(update={"openai_api_key": SecretStr("sk-x")})
+    runtime = Runtime(keyed, tools=BadTools())
+    (tmp_path / "s.yaml").write_text("replies: []\n", encoding="utf-8")
+    try:
+        request = runtime.prepare(
+            plan_file(tmp_path, "bad.hang"),
+            model="scripted:" + str(tmp_path / "s.yaml"),
+            cost_budget_usd=1.0,
+            timeout_s=60,
+        )
+        task = asyncio.create_task(runtime.start(request))
+        await asyncio.sleep(0.3)
+        run_id = runtime.store.list_runs(limit=1)[0]["id"]
+        runtime.cancel(run_id)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with pytest.raises(ConfigError, match="needs the price of model 'openai:gpt-unknown'"):
+            await runtime.resume(run_id, model="openai:gpt-unknown")
+    finally:
+        runtime.close()

@@ -104,6 +104,7 @@ class Runtime:
         self._tools = tools
         self._permissions = permissions
         self._cancels: dict[str, asyncio.Event] = {}
+        self._price_table: PriceTable | None = None
 
     @property
     def store(self) -> Store:
@@ -201,15 +202,7 @@ class Runtime:
         if max_replans is not None and max_replans < 0:
             raise InputError(f"max replans cannot be negative, got {max_replans}")
         chosen_model = model if self._llm is None else (model or self._llm.model)
-        if limits["cost_budget_usd"] is not None and chosen_model is not None:
-            prices = self._prices()
-            if prices.lookup(chosen_model) is None:
-                raise ConfigError(
-                    f"a cost budget needs the price of model {chosen_model!r}, and the price "
-                    "table has none: add it to the prices setting (in trinity.toml: "
-                    f'[prices."{chosen_model}"] with input_per_mtok and output_per_mtok, '
-                    "dollars per million tokens)"
-                )
+        self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
         explicit = {
             "max_steps": max_steps,
             "deadline_s": timeout_s,
@@ -267,7 +260,20 @@ class Runtime:
         return limits
 
     def _prices(self) -> PriceTable:
-        return PriceTable(self.settings.prices)
+        """The price table (settings' prices over the built-in ones); a bad entry is a
+        ``ConfigError``, raised before any run is stored."""
+        if self._price_table is None:
+            self._price_table = PriceTable(self.settings.prices)
+        return self._price_table
+
+    def _check_price(self, model: str | None, budget: float | None) -> None:
+        prices = self._prices()
+        if budget is not None and model is not None and prices.lookup(model) is None:
+            raise ConfigError(
+                f"a cost budget needs the price of model {model!r}, and the price table has "
+                f'none: add it to the prices setting (in trinity.toml: [prices."{model}"] with '
+                "input_per_mtok and output_per_mtok, dollars per million tokens)"
+            )
 
     def _mcp_config(self, path: str | None) -> McpConfig:
         """The MCP servers: a file (``--mcp`` or the setting), else inline settings, else none."""
@@ -361,6 +367,7 @@ class Runtime:
         if model is not None:
             if self._llm is None:
                 check_model(model, self.settings)
+            self._check_price(model, state.policy.cost_budget_usd)
             state.model = model
         services = self._services(state)
         seq = self.store.last_event_seq(state.run_id)
@@ -453,6 +460,7 @@ class Runtime:
 
     def _services(self, state: RunState) -> tuple[LLMProvider | None, ToolProvider]:
         """The run's LLM and tools, made from its model string and workspace."""
+        self._prices()  # a bad prices setting fails here, before the run is stored
         llm = self._llm
         if llm is None and state.model is not None:
             try:

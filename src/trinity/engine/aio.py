@@ -4,7 +4,7 @@
 all of them, with no limit. A node the engine abandoned because it swallows cancellation (see
 :meth:`trinity.engine.Engine.run`) would keep the process alive forever at exit. :func:`run_main`
 gives leftovers ``grace_s`` to end once cancelled, then drops them from asyncio's registry and
-closes the loop.
+closes the loop. The sweep runs on the stopped loop after ``main`` has ended, however it ended.
 """
 
 from __future__ import annotations
@@ -20,34 +20,36 @@ log = logging.getLogger(__name__)
 
 def run_main(main: Coroutine[Any, Any, T], *, grace_s: float = 1.0) -> T:
     """Run ``main`` like :func:`asyncio.run` (Ctrl-C cancels it and raises
-    ``KeyboardInterrupt``), but never wait more than ``grace_s`` for leftover tasks."""
-    with asyncio.Runner() as runner:
-        return runner.run(_then_sweep(main, grace_s))
-
-
-async def _then_sweep(main: Coroutine[Any, Any, T], grace_s: float) -> T:
+    ``KeyboardInterrupt``), but never wait more than ``grace_s`` for leftover tasks, however
+    ``main`` ends: normally, with an error, or with a second Ctrl-C during its cleanup."""
+    runner = asyncio.Runner()
     try:
-        return await main
+        return runner.run(main)
     finally:
-        await sweep(grace_s)
+        try:
+            _sweep(runner.get_loop(), grace_s)
+        finally:
+            runner.close()
 
 
-async def sweep(grace_s: float) -> None:
-    """Cancel every other task on this loop; forget those still going after ``grace_s``."""
-    me = asyncio.current_task()
-    rest = [task for task in asyncio.all_tasks() if task is not me]
+def _sweep(loop: asyncio.AbstractEventLoop, grace_s: float) -> None:
+    """Cancel the tasks still pending on ``loop`` (not running) and give them ``grace_s`` to
+    end; forget those that do not, so that closing the loop does not wait for them."""
+    rest = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not rest:
+        return
     for task in rest:
         task.cancel()
-    if rest:
-        await asyncio.wait(rest, timeout=grace_s)
-    stuck = [task for task in rest if not task.done()]
-    if not stuck:
-        return
-    log.info("%d task(s) ignored cancellation at exit; leaving them", len(stuck))
-    # Private in 3.11, but the only way to keep asyncio's shutdown from waiting on them; the
-    # loop is about to close, so they never run again.
-    unregister = getattr(asyncio.tasks, "_unregister_task", None)
-    for task in stuck:
-        if unregister is not None:
-            unregister(task)
-        task._log_destroy_pending = False  # type: ignore[attr-defined]
+    try:
+        loop.run_until_complete(asyncio.wait(rest, timeout=grace_s))
+    finally:  # also after another Ctrl-C while waiting
+        stuck = [task for task in rest if not task.done()]
+        if stuck:
+            log.info("%d task(s) ignored cancellation at exit; leaving them", len(stuck))
+        # Private in 3.11, but the only way to keep asyncio's shutdown from waiting on them;
+        # the loop is about to close, so they never run again.
+        unregister = getattr(asyncio.tasks, "_unregister_task", None)
+        for task in stuck:
+            if unregister is not None:
+                unregister(task)
+            task._log_destroy_pending = False  # type: ignore[attr-defined]

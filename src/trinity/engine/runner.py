@@ -8,6 +8,7 @@ leaves ``state.stop_reason`` set and a final durable checkpoint written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -58,6 +59,10 @@ class _Control:
     """The loop's ``time()`` of the run deadline."""
     deadline_hit: bool = False
     """The supervisor cancelled the body because the deadline passed."""
+    forced: bool = False
+    """The supervisor cancelled the body because the run was cancelled."""
+    halt: bool = False
+    """Any of: deadline hit, forced, abandoned (one check per step)."""
     abandoned: bool = False
 
 
@@ -115,19 +120,28 @@ class Engine(Generic[S]):
             if await ended:
                 await self._deadline(state, body, control, limits)
         except asyncio.CancelledError:
+            control.forced = control.halt = True
             body.cancel()
-            await asyncio.wait({body}, timeout=limits.grace_s)
+            await _wait_through_cancels(body, limits.grace_s)
             if not body.done():
                 self._abandon(state, body, control, limits.grace_s, StopReason.CANCELLED)
             if state.stop_reason is None:  # (a run that had just completed stays completed)
                 self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
-            await self._finish(state)
+            await _wait_through_cancels(asyncio.ensure_future(self._finish(state)), None)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
             if watch is not None:
                 WATCHDOG.unwatch(watch)
+        if state.stop_reason is None:
+            # The body died of something no handler knew (say, a BaseException of a library's).
+            error = body.exception() if body.done() and not body.cancelled() else None
+            self._stop(
+                state,
+                StopReason.ERROR,
+                _describe(error) if error else "the run ended without a stop reason",
+            )
         await self._finish(state)
         return state
 
@@ -138,7 +152,7 @@ class Engine(Generic[S]):
         the grace period."""
         if body.done():
             return
-        control.deadline_hit = True
+        control.deadline_hit = control.halt = True
         body.cancel()
         ended = asyncio.get_running_loop().create_future()
         body.add_done_callback(partial(_settle, ended, False))
@@ -184,27 +198,23 @@ class Engine(Generic[S]):
             if not control.deadline_hit:
                 self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
                 raise
-            self._stop(
-                state,
-                StopReason.DEADLINE,
-                f"run deadline of {limits.deadline_s:g}s passed{self._cut(state, control)}",
-            )
+            self._deadline_passed(state, control, limits)
         except Overrun:
-            if control.abandoned:
-                return
-            # The watchdog only interrupts past some run's deadline: this run's, or (with many
-            # runs on one loop) another's that this node kept from ending.
-            self._cut(state, control)
-            late = control.deadline_hit or (
-                control.deadline_at is not None
-                and asyncio.get_running_loop().time() >= control.deadline_at
-            )
-            self._stop(
-                state,
-                StopReason.DEADLINE if late else StopReason.ERROR,
-                f"node {control.node!r} held the event loop (CPU-bound code that never awaits) "
-                "past a run deadline and was interrupted",
-            )
+            if not control.abandoned:
+                self._overrun(state, control)
+        except BaseExceptionGroup as group:
+            # A TaskGroup in a node wraps what reached its children: Overrun, cancellation.
+            if control.abandoned or group.subgroup((KeyboardInterrupt, SystemExit)):
+                raise
+            if group.subgroup(Overrun) is not None:
+                self._overrun(state, control)
+            elif control.deadline_hit:
+                self._deadline_passed(state, control, limits)
+            elif control.forced:
+                self._stop(state, StopReason.CANCELLED, "cancelled (forced)")
+                raise
+            else:
+                self._stop(state, StopReason.ERROR, _describe(group))
         except Exception as exc:  # a node's own unhandled TimeoutError too
             if control.abandoned:
                 return
@@ -217,6 +227,28 @@ class Engine(Generic[S]):
                     "error", state.next_node, {"traceback": traceback.format_exc(limit=20)}
                 )
 
+    def _deadline_passed(self, state: S, control: _Control, limits: Limits) -> None:
+        self._stop(
+            state,
+            StopReason.DEADLINE,
+            f"run deadline of {limits.deadline_s:g}s passed{self._cut(state, control)}",
+        )
+
+    def _overrun(self, state: S, control: _Control) -> None:
+        """The watchdog interrupted this run's node: only ever past some run's deadline, this
+        run's or (with many runs on one loop) another's that the node kept from ending."""
+        self._cut(state, control)
+        late = control.deadline_hit or (
+            control.deadline_at is not None
+            and asyncio.get_running_loop().time() >= control.deadline_at
+        )
+        self._stop(
+            state,
+            StopReason.DEADLINE if late else StopReason.ERROR,
+            f"node {control.node!r} held the event loop (CPU-bound code that never awaits) "
+            "past a run deadline and was interrupted",
+        )
+
     def _abandon(
         self,
         state: S,
@@ -228,7 +260,7 @@ class Engine(Generic[S]):
         """Give up on a node that did not stop within ``grace_s`` of being cancelled: the run
         ends now; the node's task is cancelled again and left to finish on its own, and nothing
         it does afterwards reaches the state's checkpoints."""
-        control.abandoned = True
+        control.abandoned = control.halt = True
         node = control.node
         body.cancel()
         _ABANDONED.add(body)
@@ -297,8 +329,15 @@ class Engine(Generic[S]):
                         StopReason.TIMEOUT,
                         f"node {node!r} took longer than its timeout of {node_timeout:g}s",
                     ) from None
-            if control.abandoned:
-                return  # the run already ended without this node
+            if control.halt:  # the node ignored a cancel (and may have been abandoned)
+                if control.abandoned:
+                    return  # the run already ended without this node
+                self._cut(state, control)
+                raise StopRun(
+                    StopReason.CANCELLED if control.forced else StopReason.DEADLINE,
+                    f"{'cancelled (forced)' if control.forced else 'run deadline passed'}: "
+                    f"node {node!r} carried on when cancelled, and the run stopped after it",
+                )
             elapsed = clock() - started
             if update:
                 for key, value in update.items():
@@ -388,6 +427,19 @@ def load_state(state_type: type[S], state_json: str) -> S:
 
 _ABANDONED: set[asyncio.Task[None]] = set()
 """Abandoned node tasks, kept referenced until they end on their own."""
+
+
+async def _wait_through_cancels(task: asyncio.Future[Any], timeout_s: float | None) -> None:
+    """Wait for ``task`` up to ``timeout_s`` (``None``: until it is done), even if this task is
+    cancelled again meanwhile: a second Ctrl-C must not skip closing the run's books."""
+    loop = asyncio.get_running_loop()
+    until = None if timeout_s is None else loop.time() + timeout_s
+    while not task.done():
+        left = None if until is None else until - loop.time()
+        if left is not None and left <= 0:
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task}, timeout=left)
 
 
 def _settle(ended: asyncio.Future[bool], deadline: bool, *_: object) -> None:

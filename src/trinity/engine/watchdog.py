@@ -4,10 +4,12 @@ The run deadline is an :func:`asyncio.timeout`: it cancels whatever the run awai
 in CPU-bound Python never awaits, so the loop never gets to deliver that cancellation, and every
 other run in the process is frozen too. This watchdog runs on its own daemon thread and costs a
 run nothing until its deadline passes. Then it sends the run's loop a probe
-(``call_soon_threadsafe``); if the loop has not run the probe by the hard deadline (deadline +
-grace), something holds it, and the watchdog raises :class:`Overrun` in the loop's thread with
-``PyThreadState_SetAsyncExc``: the interpreter delivers it at the next bytecode boundary, inside
-the code that holds the loop, which unwinds into the engine like any other exception.
+(``call_soon_threadsafe``) and samples, every :data:`SAMPLE_S`, which task the loop is running.
+If by the hard deadline (deadline + grace) the probe has not run and every sample found the same
+task, that task holds the loop, and the watchdog raises :class:`Overrun` in the loop's thread
+with ``PyThreadState_SetAsyncExc``: the interpreter delivers it at the next bytecode boundary,
+inside the code that holds the loop, which unwinds into the engine like any other exception. A
+loop that is merely busy (many tasks, each taking its turn) is left alone.
 
 What it cannot do: interrupt a call blocked inside C (``time.sleep``, a C extension's loop).
 The exception waits until that call returns to Python; the watchdog logs the stuck run once.
@@ -23,12 +25,15 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+SAMPLE_S = 0.01
+"""How often the loop's current task is sampled while a run is overdue."""
 RETRY_S = 0.1
-"""Delay before the exception is raised again (code may catch ``BaseException``), and between
-probes of a loop that turns while its run is overdue."""
+"""Length of each later window (after a raise, or while the overdue loop turns): code may catch
+``BaseException``, or start holding the loop later."""
 MAX_RAISES = 50
 C_STUCK_S = 1.0
 """After this long of raising in vain, the holder is blocked in C: log it."""
@@ -54,9 +59,15 @@ class _Watch:
     grace_s: float
     label: str
     probe_sent: float | None = None
-    """When the current probe was sent to the loop."""
+    """When the current probe was sent to the loop (the current window's start)."""
     probe_seen: float = 0.0
     """When the loop last ran a probe."""
+    window_end: float = 0.0
+    """When the current window's verdict is due."""
+    holder: asyncio.Task[Any] | None = None
+    """The task the loop ran at the window's first sample."""
+    moved: bool = False
+    """A sample in this window found another task, or none: nothing holds the loop."""
     raises: int = 0
     first_raise: float | None = None
     reported: bool = False
@@ -111,34 +122,39 @@ class Watchdog:
             while True:
                 now = time.monotonic()
                 for watch in [w for w in self._watches if w.fire_at <= now]:
-                    self._check(watch, now)
+                    try:
+                        self._check(watch, now)
+                    except Exception:  # the thread must live on for the other runs
+                        log.exception("watchdog: checking %s failed", watch.label)
+                        watch.fire_at = now + RETRY_S
                 self._wake_at = min((w.fire_at for w in self._watches), default=math.inf)
                 wait = None if self._wake_at == math.inf else max(0.0, self._wake_at - now)
                 self._lock.wait(wait)
 
     def _check(self, watch: _Watch, now: float) -> None:
-        """The run is past its deadline: probe its loop; raise in it if the probe sent at the
-        deadline (or after the last raise) has not run when the time is up."""
-        sent = watch.probe_sent
-        if sent is None or watch.probe_seen >= sent:
-            # First look (at the deadline), or the loop ran the last probe: it turns, and the
-            # engine's own supervision ends the run. Probe again, in case something starts
-            # holding the loop.
-            watch.fire_at = now + (watch.grace_s if sent is None else RETRY_S)
-            self._probe(watch, now)
+        """The run is past its deadline: open a window (probe and first sample), sample during
+        it, and at its end raise in the loop if the probe has not run and the same task was
+        running at every sample."""
+        if watch.probe_sent is None:
+            self._open(watch, now, watch.grace_s)  # at the deadline
             return
-        if asyncio.current_task(watch.loop) is None or watch.raises >= MAX_RAISES:
-            # Held outside any task, where an exception would end the loop itself; or raising
-            # does not help. Leave it.
-            watch.fire_at = now + 3600.0
+        current = asyncio.current_task(watch.loop)
+        if current is None or current is not watch.holder:
+            watch.moved = True
+        if now < watch.window_end:
+            watch.fire_at = min(now + SAMPLE_S, watch.window_end)
+            return
+        held = not watch.moved and watch.probe_seen < watch.probe_sent
+        if not held or watch.raises >= MAX_RAISES:
+            self._open(watch, now, RETRY_S)
             return
         raised = ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(watch.thread_id), ctypes.py_object(Overrun)
         )
         watch.raises += 1
         watch.first_raise = watch.first_raise or now
-        watch.fire_at = now + RETRY_S
-        self._probe(watch, now)  # seen by the next look if the exception freed the loop
+        sent = watch.probe_sent
+        self._open(watch, now, RETRY_S)  # seen by the next look if the exception freed the loop
         if raised != 1:
             log.error("watchdog could not interrupt %s (thread gone?)", watch.label)
             watch.raises = MAX_RAISES
@@ -153,8 +169,13 @@ class Watchdog:
             )
 
     @staticmethod
-    def _probe(watch: _Watch, now: float) -> None:
+    def _open(watch: _Watch, now: float, length: float) -> None:
+        """Start a window: send a probe and take the first sample."""
         watch.probe_sent = now
+        watch.window_end = now + length
+        watch.holder = asyncio.current_task(watch.loop)
+        watch.moved = watch.holder is None
+        watch.fire_at = now + SAMPLE_S
         try:
             watch.loop.call_soon_threadsafe(watch.seen)
         except RuntimeError:  # the loop is closed: nothing left to watch

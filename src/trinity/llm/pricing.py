@@ -7,7 +7,8 @@ setting: ``[prices."openai:my-finetune"]`` in ``trinity.toml``) come before the 
 among the matches of one table an exact name wins, then the longest pattern.
 
 The built-in prices are the providers' published list prices for standard (not batch, not
-cached) tokens as of 2025. They change: set your own when it matters.
+cached) tokens as of late 2025, written down from memory of their price pages, not fetched. They
+change, and a snapshot can differ from its family: set your own when it matters.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _p(input_per_mtok: float, output_per_mtok: float) -> Price:
 BUILTIN_PRICES: dict[str, Price] = {
     "openai:gpt-4o": _p(2.50, 10.00),
     "openai:gpt-4o-2024-*": _p(2.50, 10.00),
+    "openai:gpt-4o-2024-05-13": _p(5.00, 15.00),
     "openai:gpt-4o-mini*": _p(0.15, 0.60),
     "openai:gpt-4.1": _p(2.00, 8.00),
     "openai:gpt-4.1-2025-*": _p(2.00, 8.00),
@@ -48,6 +50,8 @@ BUILTIN_PRICES: dict[str, Price] = {
     "openai:o3-mini*": _p(1.10, 4.40),
     "openai:o4-mini*": _p(1.10, 4.40),
     "anthropic:claude-opus-4*": _p(15.00, 75.00),
+    "anthropic:claude-opus-4-5*": _p(5.00, 25.00),
+    "anthropic:claude-haiku-4-5*": _p(1.00, 5.00),
     "anthropic:claude-sonnet-4*": _p(3.00, 15.00),
     "anthropic:claude-3-7-sonnet*": _p(3.00, 15.00),
     "anthropic:claude-3-5-sonnet*": _p(3.00, 15.00),
