@@ -51,7 +51,8 @@ class BadTools:
 
     async def list_tools(self) -> list[ToolSpec]:
         schema = {"type": "object", "properties": {}}
-        return [ToolSpec(f"bad.{n}", n, schema) for n in ("hang", "swallow", "busy", "ok")]
+        names = ("hang", "swallow", "late", "busy", "ok")
+        return [ToolSpec(f"bad.{n}", n, schema) for n in names]
 
     async def call(
         self, name: str, args: dict[str, Any], *, timeout_s: float | None = None
@@ -67,6 +68,11 @@ class BadTools:
                     self.escaped += 1
                     if self.escaped >= 3:  # bad, but not immortal: the test loop must close
                         raise
+        if name == "bad.late":  # swallows every cancel for 0.9 s, then returns
+            end = time.monotonic() + 0.9
+            while (left := end - time.monotonic()) > 0:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(left)
         if name == "bad.busy":
             count = 0
             while True:
@@ -510,3 +516,16 @@ async def test_resuming_with_an_unpriced_model_under_a_cost_budget_is_refused(
             await runtime.resume(run_id, model="openai:gpt-unknown")
     finally:
         runtime.close()
+
+
+async def test_an_abandoned_node_that_carries_on_writes_nothing_after_the_run_ended(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    state, _ = await timed_run(runtime, plan_file(tmp_path, "bad.late"), timeout_s=0.3)
+    assert "it was abandoned" in state.stop_detail
+    before = runtime.store.list_events(state.run_id)
+    await asyncio.sleep(1.0)  # the tool returns meanwhile, and Tetyana would report it
+    after = runtime.store.list_events(state.run_id)
+    assert after == before
+    assert [e["kind"] for e in after][-1] != "tool_result"
+    assert runtime.store.get_run(state.run_id)["stop_reason"] == "deadline"

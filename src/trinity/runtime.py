@@ -491,8 +491,13 @@ class Runtime:
     ) -> RunState:
         store = self.store
         counter = [seq]
+        closed = [False]
 
         def emit(kind: str, node: str | None, data: dict[str, Any]) -> None:
+            if closed[0]:
+                # A node the engine abandoned, carrying on after the run ended: its events
+                # would land after `run_finished` (or, after a resume, overwrite new ones).
+                return
             counter[0] += 1
             store.add_event(state.run_id, counter[0], kind, node, data)
             if on_event is not None:
@@ -545,6 +550,7 @@ class Runtime:
             self._cancels.pop(state.run_id, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finalize(state, ctx, checkpointer))
+            closed[0] = True
             if llm is not None and self._llm is None:
                 await llm.aclose()
             if self._tools is None:
