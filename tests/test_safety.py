@@ -529,3 +529,29 @@ async def test_an_abandoned_node_that_carries_on_writes_nothing_after_the_run_en
     assert after == before
     assert [e["kind"] for e in after][-1] != "tool_result"
     assert runtime.store.get_run(state.run_id)["stop_reason"] == "deadline"
+
+
+def test_a_run_blocked_in_c_ends_its_cli_process_with_a_resume_hint(tmp_path: Path) -> None:
+    """The last resort: a node blocked inside a C call (time.sleep) cannot be interrupted, so
+    the CLI's watchdog hook ends the process; the run's checkpoints stay for a resume."""
+    script = tmp_path / "blocked.py"
+    script.write_text(
+        "import time\n"
+        "from trinity.cli import _exit_when_stuck\n"
+        "from trinity.engine import END, Engine, Graph, Limits, run_main\n"
+        "from trinity.engine.watchdog import WATCHDOG\n"
+        "from trinity.state import EngineState\n"
+        "async def blocked(state):\n"
+        "    time.sleep(60)\n"
+        "WATCHDOG.on_stuck = _exit_when_stuck\n"
+        "graph = Graph(nodes={'b': blocked}, router=lambda s, last: END, entry='b')\n"
+        "run_main(Engine(graph).run(EngineState(run_id='abc123'), Limits(deadline_s=0.3)))\n",
+        encoding="utf-8",
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    took = time.perf_counter() - started
+    assert done.returncode == 70, done.stderr
+    assert "run abc123 is blocked in a call that cannot be interrupted" in done.stderr
+    assert "`trinity runs resume abc123` continues it" in done.stderr
+    assert took < 10  # not the 60 s sleep

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from trinity.config import Settings
 from trinity.engine.aio import run_main
+from trinity.engine.watchdog import WATCHDOG
 from trinity.errors import ApprovalPendingError, ConfigError, InputError, TrinityError
 from trinity.llm.registry import check_model, make_provider
 from trinity.llm.scripted import RecordingProvider
@@ -57,6 +58,7 @@ out = Console()
 err = Console(stderr=True)
 
 EXIT_OK, EXIT_STOPPED, EXIT_INPUT, EXIT_AWAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_INTERNAL = 70
 
 DbOption = Annotated[
     str | None,
@@ -270,6 +272,19 @@ def run(
     finally:
         runtime.close()
     _print_outcome(state, json_output)
+
+
+def _exit_when_stuck(label: str, held_s: float) -> None:
+    """The watchdog's last resort for this process: a run blocked in a call that cannot be
+    interrupted still ends, by ending the process (its checkpoints stay)."""
+    run_id = label.removeprefix("run ")
+    sys.stderr.write(
+        f"error: {label} is blocked in a call that cannot be interrupted ({held_s:.1f}s past "
+        f"its deadline); exiting. `trinity runs resume {run_id}` continues it from its last "
+        "checkpoint.\n"
+    )
+    sys.stderr.flush()
+    os._exit(EXIT_INTERNAL)
 
 
 async def _run(runtime: Runtime, request: Any, progress: Any, llm: Any) -> RunState:
@@ -803,6 +818,7 @@ def _has_fts5() -> bool:
 
 
 def main() -> None:
+    WATCHDOG.on_stuck = _exit_when_stuck
     try:
         app()
     except Exception as exc:  # a bug: say so plainly, keep the traceback for TRINITY_DEBUG=1
@@ -810,7 +826,7 @@ def main() -> None:
             raise
         err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
         err.print("Run again with TRINITY_DEBUG=1 for the traceback, and please report it.")
-        sys.exit(70)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

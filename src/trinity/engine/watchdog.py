@@ -24,6 +24,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,8 @@ class _Watch:
     """A sample in this window found another task, or none: nothing holds the loop."""
     raises: int = 0
     first_raise: float | None = None
+    held_since: float | None = None
+    """Start of the window after which the watchdog first raised."""
     reported: bool = False
     done: bool = False
 
@@ -85,6 +88,11 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._wake_at = math.inf
         """When the thread will next look (``inf``: when notified)."""
+        self.on_stuck: Callable[[str, float], None] | None = None
+        """Called (on the watchdog's thread, once per run) with the run's label and the seconds
+        the loop has been held, when raising did not free it within :data:`C_STUCK_S`: the
+        holder is blocked in C. A command-line process sets it to exit, so that the run still
+        ends (``trinity runs resume`` continues it from its last checkpoint). Must not block."""
 
     def watch(self, deadline_s: float, grace_s: float, label: str) -> _Watch:
         """Start watching the calling loop for a run whose deadline is ``deadline_s`` from now
@@ -152,21 +160,24 @@ class Watchdog:
             ctypes.c_ulong(watch.thread_id), ctypes.py_object(Overrun)
         )
         watch.raises += 1
-        watch.first_raise = watch.first_raise or now
-        sent = watch.probe_sent
+        if watch.first_raise is None:
+            watch.first_raise, watch.held_since = now, watch.probe_sent
         self._open(watch, now, RETRY_S)  # seen by the next look if the exception freed the loop
         if raised != 1:
             log.error("watchdog could not interrupt %s (thread gone?)", watch.label)
             watch.raises = MAX_RAISES
         elif not watch.reported and now - watch.first_raise >= C_STUCK_S:
             watch.reported = True
+            held = now - (watch.held_since or now)
             log.critical(
-                "%s: the event loop has been blocked for %.1fs past the hard deadline inside a "
-                "call that cannot be interrupted (blocking C code, e.g. time.sleep in a tool); "
-                "it will stop when that call returns",
+                "%s: the event loop has been held for %.1fs past the deadline inside a call "
+                "that cannot be interrupted (blocking C code, e.g. time.sleep in a tool); it "
+                "will stop when that call returns",
                 watch.label,
-                now - sent,
+                held,
             )
+            if self.on_stuck is not None:
+                self.on_stuck(watch.label, held)
 
     @staticmethod
     def _open(watch: _Watch, now: float, length: float) -> None:
