@@ -555,3 +555,12 @@ def test_a_run_blocked_in_c_ends_its_cli_process_with_a_resume_hint(tmp_path: Pa
     assert "run abc123 is blocked in a call that cannot be interrupted" in done.stderr
     assert "`trinity runs resume abc123` continues it" in done.stderr
     assert took < 10  # not the 60 s sleep
+
+
+def test_max_replans_can_be_fixed_by_a_setting(settings: Settings) -> None:
+    runtime = Runtime(settings.model_copy(update={"max_replans": 5}), llm=ScriptedProvider([]))
+    try:
+        assert runtime.prepare("Write hello").requested["max_replans"] == 5
+        assert runtime.prepare("Write hello", max_replans=1).requested["max_replans"] == 1
+    finally:
+        runtime.close()

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Per node (one agent's turn: a plan with its LLM retries, a tool call)",
     )
+    max_replans: int | None = Field(
+        default=None,
+        ge=0,
+        description="New plans Atlas may make after failures; none: the Meta-Planner chooses",
+    )
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call")
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")

@@ -199,6 +199,8 @@ class Runtime:
             llm_timeout_s=llm_timeout_s,
             tool_timeout_s=tool_timeout_s,
         )
+        if max_replans is None:
+            max_replans = s.max_replans  # a setting fixes it too; else the Meta-Planner chooses
         if max_replans is not None and max_replans < 0:
             raise InputError(f"max replans cannot be negative, got {max_replans}")
         chosen_model = model if self._llm is None else (model or self._llm.model)
