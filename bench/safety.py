@@ -30,6 +30,7 @@ LangGraph is optional (``pip install -e .[bench]``); without it Part 3 is skippe
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -230,7 +231,7 @@ def _cpu_s() -> float:
 # -- Trinity: tools that misbehave ----------------------------------------------------------------
 
 
-class OneTool:
+class OneTool(abc.ABC):
     """An in-process ToolProvider with one tool, ``bench.wait``; subclasses say how it hangs."""
 
     name = "bench.wait"
@@ -240,8 +241,9 @@ class OneTool:
 
         return [ToolSpec(self.name, "waits", {"type": "object", "properties": {}})]
 
+    @abc.abstractmethod
     async def call(self, name: str, args: dict[str, Any], *, timeout_s: float | None = None) -> Any:
-        raise NotImplementedError
+        """How the tool hangs."""
 
     async def aclose(self) -> None:
         return None
