@@ -85,6 +85,18 @@ class RunRequest:
     mcp_servers_file: str | None = None
     """Absolute path of the MCP servers file, so a resume from another folder finds it."""
 
+    def limits(self) -> dict[str, Any]:
+        """The run's limits, keyed as :class:`~trinity.state.Policy` names them."""
+        return {
+            "max_steps": self.max_steps,
+            "deadline_s": self.timeout_s,
+            "token_budget": self.token_budget,
+            "cost_budget_usd": self.cost_budget_usd,
+            "node_timeout_s": self.node_timeout_s,
+            "llm_timeout_s": self.llm_timeout_s,
+            "tool_timeout_s": self.tool_timeout_s,
+        }
+
 
 class Runtime:
     def __init__(
@@ -190,22 +202,7 @@ class Runtime:
             problems = check_steps(builtin, list(BUILTIN_SPECS), set())
             if problems:
                 raise PlanFileError(plan_file, "; ".join(problems))
-        limits = self._limits(
-            max_steps=max_steps,
-            deadline_s=timeout_s,
-            token_budget=token_budget,
-            cost_budget_usd=cost_budget_usd,
-            node_timeout_s=node_timeout_s,
-            llm_timeout_s=llm_timeout_s,
-            tool_timeout_s=tool_timeout_s,
-        )
-        if max_replans is None:
-            max_replans = s.max_replans  # a setting fixes it too; else the Meta-Planner chooses
-        if max_replans is not None and max_replans < 0:
-            raise InputError(f"max replans cannot be negative, got {max_replans}")
-        chosen_model = model if self._llm is None else (model or self._llm.model)
-        self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
-        explicit = {
+        given = {  # keyed as Policy names them
             "max_steps": max_steps,
             "deadline_s": timeout_s,
             "token_budget": token_budget,
@@ -213,6 +210,16 @@ class Runtime:
             "node_timeout_s": node_timeout_s,
             "llm_timeout_s": llm_timeout_s,
             "tool_timeout_s": tool_timeout_s,
+        }
+        limits = self._limits(**given)
+        if max_replans is None:
+            max_replans = s.max_replans  # a setting fixes it too; else the Meta-Planner chooses
+        if max_replans is not None and max_replans < 0:
+            raise InputError(f"max replans cannot be negative, got {max_replans}")
+        chosen_model = model if self._llm is None else (model or self._llm.model)
+        self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
+        explicit = {
+            **given,
             "max_replans": max_replans,
             "verification": VerificationLevel(verification) if verification else None,
         }
@@ -318,15 +325,7 @@ class Runtime:
             ),
             model=request.model,
             plan=request.plan.model_copy(deep=True) if request.plan else None,
-            policy=Policy(
-                max_steps=request.max_steps,
-                deadline_s=request.timeout_s,
-                token_budget=request.token_budget,
-                cost_budget_usd=request.cost_budget_usd,
-                node_timeout_s=request.node_timeout_s,
-                llm_timeout_s=request.llm_timeout_s,
-                tool_timeout_s=request.tool_timeout_s,
-            ),
+            policy=Policy(**request.limits()),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
             mcp_servers_file=request.mcp_servers_file,
