@@ -12,6 +12,7 @@ import pytest
 from mcp_fixtures import EVERYTHING_JS, HANG_SERVER
 from trinity.config import Settings
 from trinity.errors import ConfigError, PlanFileError
+from trinity.events import EventBase, ToolServerProblem
 from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
 from trinity.state import StepStatus, StopReason
@@ -158,16 +159,16 @@ async def test_a_server_that_cannot_start_is_reported_and_the_run_goes_on(
     settings = Settings(
         database_url=str(tmp_path / "t.db"), workspace=workspace, mcp_servers_file=config
     )
-    events: list[tuple[str, dict[str, object]]] = []
+    events: list[EventBase] = []
     runtime = Runtime(settings)
     try:
         request = runtime.prepare(str(Path(__file__).parent.parent / "examples" / "hello.yaml"))
-        state = await runtime.start(request, on_event=lambda k, n, d: events.append((k, d)))
+        state = await runtime.start(request, subscribers=[events.append])
     finally:
         runtime.close()
     assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
-    problems = [d for k, d in events if k == "tool_server_problem"]
-    assert len(problems) == 1 and problems[0]["server"] == "ghost"
+    problems = [e for e in events if isinstance(e, ToolServerProblem)]
+    assert len(problems) == 1 and problems[0].server == "ghost"
 
 
 async def test_a_servers_own_timeout_applies_inside_a_run(tmp_path: Path, workspace: Path) -> None:

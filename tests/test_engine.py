@@ -15,13 +15,14 @@ from trinity.engine import (
     Engine,
     Graph,
     Limits,
-    MemoryCheckpointer,
+    MemoryJournal,
     StopRun,
-    StoreCheckpointer,
 )
 from trinity.errors import EngineError
+from trinity.events import EventBus
 from trinity.state import EngineState, StopReason
 from trinity.store import Store
+from trinity.store.journal import RunJournal, load_run
 
 
 class Counter(EngineState):
@@ -50,17 +51,25 @@ def counting_graph(limit: int = 5, **nodes: object) -> Graph[Counter]:
     return Graph(nodes={"add": add, "mark": mark, **nodes}, router=until(limit), entry="add")  # type: ignore[arg-type]
 
 
+def store_engine(store: Store, graph: Graph[Counter], state: Counter, **options: object):
+    """An engine whose journal is the store's, as the Runtime builds it."""
+    bus = EventBus(state.run_id)
+    journal = RunJournal(store, state, bus, epoch=0)
+    bus.subscribe(journal)
+    return Engine(graph, journal=journal, events=bus.emit, **options), journal  # type: ignore[arg-type]
+
+
 async def test_runs_to_end_and_checkpoints_every_step() -> None:
-    cp = MemoryCheckpointer()
-    state = await Engine(counting_graph(5), checkpointer=cp).run(Counter(run_id="r"))
+    cp = MemoryJournal()
+    state = await Engine(counting_graph(5), journal=cp).run(Counter(run_id="r"))
     assert state.stop_reason == StopReason.COMPLETED
     assert state.n == 5
     assert state.step == 9  # add, mark, add, mark, ... add
     assert state.trail == ["add", "mark"] * 4 + ["add"]
-    steps = [step for step, _, _ in cp.checkpoints["r"]]
+    steps = [saved.step for saved in cp.states["r"]]
     assert steps[:-1] == list(range(1, 9))  # one per step (the last step ends the run)
     assert steps[-1] == 9  # the final checkpoint
-    assert Counter.model_validate_json(cp.checkpoints["r"][-1][2]).stop_reason == "completed"
+    assert cp.states["r"][-1].stop_reason == "completed"
 
 
 async def test_step_budget_stops_with_reason() -> None:
@@ -133,16 +142,15 @@ async def test_cooperative_and_forced_cancellation() -> None:
     state = await Engine(graph).run(Counter(run_id="r"), cancel=cancel)
     assert state.stop_reason == StopReason.CANCELLED and state.n == 4
 
-    cp = MemoryCheckpointer()
+    cp = MemoryJournal()
     forced = Counter(run_id="f")
-    task = asyncio.create_task(Engine(graph, checkpointer=cp).run(forced))
+    task = asyncio.create_task(Engine(graph, journal=cp).run(forced))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert forced.stop_reason == StopReason.CANCELLED
-    last = Counter.model_validate_json(cp.checkpoints["f"][-1][2])
-    assert last.stop_reason == StopReason.CANCELLED
+    assert cp.states["f"][-1].stop_reason == StopReason.CANCELLED
 
 
 def one_node(fn) -> Graph[Counter]:
@@ -161,23 +169,23 @@ async def test_a_node_that_swallows_cancellation_is_abandoned_at_deadline_plus_g
         resumed_after_abandon.set()
         return {"n": 99}
 
-    cp = MemoryCheckpointer()
+    cp = MemoryJournal()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    state = await Engine(one_node(stubborn), checkpointer=cp).run(
+    state = await Engine(one_node(stubborn), journal=cp).run(
         Counter(run_id="r"), Limits(deadline_s=0.2, grace_s=0.1)
     )
     took = loop.time() - started
     assert state.stop_reason == StopReason.DEADLINE
     assert "node 'x' did not stop within 0.1s of being cancelled" in state.stop_detail
     assert 0.3 <= took < 1.5
-    saved = len(cp.checkpoints["r"])
+    saved = len(cp.states["r"])
     # The abandoned node carries on by itself (it was cancelled twice; its third sleep runs
     # out); what it returns reaches neither the state nor a checkpoint.
     await asyncio.wait_for(resumed_after_abandon.wait(), 40)
     await asyncio.sleep(0.01)
-    assert state.n == 0 and len(cp.checkpoints["r"]) == saved
-    assert Counter.model_validate_json(cp.checkpoints["r"][-1][2]).stop_reason == "deadline"
+    assert state.n == 0 and len(cp.states["r"]) == saved
+    assert cp.states["r"][-1].stop_reason == "deadline"
 
 
 @pytest.mark.parametrize("catch", [False, True])
@@ -226,10 +234,10 @@ async def test_a_forced_cancel_abandons_a_node_that_swallows_it() -> None:
             except asyncio.CancelledError:
                 continue
 
-    cp = MemoryCheckpointer()
+    cp = MemoryJournal()
     forced = Counter(run_id="f")
     task = asyncio.create_task(
-        Engine(one_node(stubborn), checkpointer=cp).run(forced, Limits(grace_s=0.1))
+        Engine(one_node(stubborn), journal=cp).run(forced, Limits(grace_s=0.1))
     )
     await asyncio.sleep(0.05)
     task.cancel()
@@ -237,7 +245,7 @@ async def test_a_forced_cancel_abandons_a_node_that_swallows_it() -> None:
         await asyncio.wait_for(task, 5)
     assert forced.stop_reason == StopReason.CANCELLED
     assert "it was abandoned" in forced.stop_detail
-    assert Counter.model_validate_json(cp.checkpoints["f"][-1][2]).stop_reason == "cancelled"
+    assert cp.states["f"][-1].stop_reason == "cancelled"
 
 
 async def test_a_node_timeout_is_its_own_stop_reason() -> None:
@@ -254,16 +262,17 @@ async def test_a_node_timeout_is_its_own_stop_reason() -> None:
 async def test_resume_continues_where_the_checkpoint_left_off(tmp_path) -> None:
     store = Store(tmp_path / "t.db")
     try:
-        engine = Engine(counting_graph(6), checkpointer=StoreCheckpointer(store))
-        first = await engine.run(Counter(run_id="r"), Limits(max_steps=4))
+        first = Counter(run_id="r")
+        engine, journal = store_engine(store, counting_graph(6), first)
+        await journal.snapshot(first)
+        await engine.run(first, Limits(max_steps=4))
         assert first.stop_reason == StopReason.STEP_BUDGET
-        # a budget stop is final; rebuild from the last pre-stop checkpoint as a crash would
-        # leave it, and resume with a bigger budget
-        step, _next_node, doc = store.latest_checkpoint("r")  # type: ignore[misc]
-        crashed = Counter.model_validate_json(doc)
-        assert crashed.n == 2 and step == 4
-        crashed.stop_reason = None
-        crashed.next_node = "add"
+        # read the run back from its journal, as a resume does
+        crashed, _ = load_run(store, "r", Counter)
+        assert crashed.n == 2 and crashed.step == 4 and crashed.trail == first.trail
+        assert crashed.stop_reason == StopReason.STEP_BUDGET
+        crashed.stop_reason = None  # a budget stop is final: resume it by hand, with more
+        engine, _ = store_engine(store, counting_graph(6), crashed)
         resumed = await engine.run(crashed, Limits(max_steps=100))
         assert resumed.stop_reason == StopReason.COMPLETED
         assert resumed.n == 6
@@ -278,9 +287,8 @@ async def test_side_effect_node_is_marked_in_flight_durably(tmp_path) -> None:
 
     async def act(state: Counter) -> dict[str, int]:
         # the marker checkpoint is already on disk while the action runs
-        latest = store.latest_checkpoint("r")
-        assert latest is not None
-        seen.append(Counter.model_validate_json(latest[2]).in_flight)
+        on_disk, _ = load_run(store, "r", Counter)
+        seen.append(on_disk.in_flight)
         return {"n": state.n + 1}
 
     graph = Graph(
@@ -290,7 +298,10 @@ async def test_side_effect_node_is_marked_in_flight_durably(tmp_path) -> None:
         side_effect_nodes=frozenset({"act"}),
     )
     try:
-        state = await Engine(graph, checkpointer=StoreCheckpointer(store)).run(Counter(run_id="r"))
+        state = Counter(run_id="r")
+        engine, journal = store_engine(store, graph, state)
+        await journal.snapshot(state)
+        await engine.run(state)
     finally:
         store.close()
     assert seen == ["act"]
@@ -299,11 +310,17 @@ async def test_side_effect_node_is_marked_in_flight_durably(tmp_path) -> None:
 
 async def test_many_concurrent_runs_share_group_commits(tmp_path) -> None:
     store = Store(tmp_path / "t.db")
-    engine = Engine(counting_graph(5), checkpointer=StoreCheckpointer(store), durability="sync")
     try:
-        states = await asyncio.gather(*(engine.run(Counter(run_id=f"r{i}")) for i in range(200)))
+        runs = []
+        for i in range(200):
+            state = Counter(run_id=f"r{i}")
+            engine, _ = store_engine(store, counting_graph(5), state, durability="sync")
+            runs.append(engine.run(state))
+        states = await asyncio.gather(*runs)
         assert all(s.stop_reason == StopReason.COMPLETED for s in states)
-        assert store.count("checkpoints") == 200 * 9
+        with store._read() as conn:
+            kinds = conn.execute("SELECT count(*) FROM events WHERE kind='checkpoint'").fetchone()
+        assert kinds[0] == 200 * 9
         # 1,800 durable checkpoints (plus final ones) in far fewer transactions
         assert store.writer.batches < 200 * 9 / 5
     finally:
@@ -408,10 +425,10 @@ async def test_a_second_cancel_during_the_grace_period_still_closes_the_run() ->
                 await asyncio.sleep(1)
         return {"n": 1}
 
-    cp = MemoryCheckpointer()
+    cp = MemoryJournal()
     graph = Graph(nodes={"s": stubborn}, router=lambda s, last: END if s.n else "s", entry="s")
     forced = Counter(run_id="f")
-    task = asyncio.create_task(Engine(graph, checkpointer=cp).run(forced, Limits(grace_s=0.2)))
+    task = asyncio.create_task(Engine(graph, journal=cp).run(forced, Limits(grace_s=0.2)))
     await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.sleep(0.05)
@@ -419,10 +436,10 @@ async def test_a_second_cancel_during_the_grace_period_still_closes_the_run() ->
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
     assert forced.stop_reason == StopReason.CANCELLED and forced.finished_at is not None
-    saved = len(cp.checkpoints["f"])
+    saved = len(cp.states["f"])
     await asyncio.sleep(2.2)  # the stubborn node finishes by itself meanwhile
-    assert forced.n == 0 and len(cp.checkpoints["f"]) == saved
-    assert Counter.model_validate_json(cp.checkpoints["f"][-1][2]).stop_reason == "cancelled"
+    assert forced.n == 0 and len(cp.states["f"]) == saved
+    assert cp.states["f"][-1].stop_reason == "cancelled"
 
 
 async def test_a_node_that_swallows_the_deadline_but_returns_in_time_ends_the_run() -> None:

@@ -33,6 +33,7 @@ from trinity.report import render_report
 from trinity.runtime import Runtime
 from trinity.state import RunState, StopReason, ToolResult, VerificationLevel
 from trinity.tools.base import ToolSpec
+from trinity.tools.reaper import REAPER
 
 ROOT = Path(__file__).resolve().parent
 HANG_SERVER = ROOT / "mcp_servers" / "hang_server.py"
@@ -98,7 +99,10 @@ async def timed_run(runtime: Runtime, target: str, **options: Any) -> tuple[RunS
 
 
 def children_of(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (zombies excluded), from /proc."""
+    """Live processes whose parent is ``pid`` (zombies excluded, and this process's reaper,
+    which lives as long as it does), from /proc."""
+    identity = REAPER.identity()
+    reapers = {identity[0]} if identity else set()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -108,7 +112,7 @@ def children_of(pid: int) -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
+        if int(fields[1]) == pid and fields[0] != "Z" and int(entry) not in reapers:
             found.append(int(entry))
     return found
 
@@ -537,13 +541,13 @@ def test_a_run_blocked_in_c_ends_its_cli_process_with_a_resume_hint(tmp_path: Pa
     script = tmp_path / "blocked.py"
     script.write_text(
         "import time\n"
-        "from trinity.cli import _exit_when_stuck\n"
+        "from trinity.cli.run import exit_when_stuck\n"
         "from trinity.engine import END, Engine, Graph, Limits, run_main\n"
         "from trinity.engine.watchdog import WATCHDOG\n"
         "from trinity.state import EngineState\n"
         "async def blocked(state):\n"
         "    time.sleep(60)\n"
-        "WATCHDOG.on_stuck = _exit_when_stuck\n"
+        "WATCHDOG.on_stuck = exit_when_stuck\n"
         "graph = Graph(nodes={'b': blocked}, router=lambda s, last: END, entry='b')\n"
         "run_main(Engine(graph).run(EngineState(run_id='abc123'), Limits(deadline_s=0.3)))\n",
         encoding="utf-8",

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
+    on_interrupted: Literal["recheck", "rerun", "ask", "fail"] = Field(
+        default="recheck",
+        description="What a resumed run does about a tool call its process died during: "
+        "recheck (re-run an idempotent tool, else judge it by its file checks), rerun, ask, fail",
+    )
     mcp_servers_file: Path | None = Field(
         default=None,
         description='MCP servers to use, in the common {"mcpServers": {...}} JSON shape',

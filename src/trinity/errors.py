@@ -7,13 +7,16 @@ Hierarchy::
     │   ├── PlanFileError     a plan file that cannot be read, parsed or validated
     │   ├── PermissionsError  a permission policy that cannot be read or validated
     │   │                     (defined in trinity.tools.permissions)
-    │   └── ApprovalPendingError   a run waits for a person to approve or deny a tool call
+    │   ├── ApprovalPendingError   a run waits for a person to approve or deny a tool call
+    │   └── RunBusyError      another live process is executing the run (it holds the lease)
     ├── ConfigError           model string, missing API key, unusable setting
     ├── LLMError              a provider call failed after its retries
     │   ├── LLMTimeoutError
     │   └── StructuredOutputError   the model never produced valid structured output
     ├── ToolError             a tool could not be called (unknown, bad arguments, refused)
-    ├── StoreError            persistence failed
+    ├── StoreError            persistence failed (disk full, read-only, I/O error, damage)
+    │   ├── LeaseLostError    another process took the run over: this one may not write to it
+    │   └── RunNotRecordedError   a run stopped, but its end could not be written
     └── EngineError           a graph was mis-built or a node returned something invalid
 """
 
@@ -44,6 +47,14 @@ class PlanFileError(InputError):
 
 class ApprovalPendingError(InputError):
     """A run cannot go on until a person approves or denies its pending tool call."""
+
+    def __init__(self, run_id: str, message: str) -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class RunBusyError(InputError):
+    """Another live process holds the run's lease (it is executing the run)."""
 
     def __init__(self, run_id: str, message: str) -> None:
         self.run_id = run_id
@@ -81,6 +92,20 @@ class ToolError(TrinityError):
 
 class StoreError(TrinityError):
     """The run store failed or holds something unexpected."""
+
+
+class LeaseLostError(StoreError):
+    """This process no longer holds the run's lease: another process took the run over (after
+    this one stopped renewing it), and every write of this one is refused."""
+
+
+class RunNotRecordedError(StoreError):
+    """A run stopped, but its end (status, report, last checkpoint) could not be written; the
+    run's state as this process knew it is in :attr:`state`."""
+
+    def __init__(self, state: object, message: str) -> None:
+        self.state = state
+        super().__init__(message)
 
 
 class EngineError(TrinityError):

@@ -13,52 +13,56 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trinity.agents import AgentContext, build_graph
 from trinity.agents.atlas import check_steps
-from trinity.agents.knowledge import Knowledge
 from trinity.config import Settings
-from trinity.engine import Engine, Limits, StoreCheckpointer, load_state
+from trinity.engine import resume_point
 from trinity.errors import (
     ApprovalPendingError,
     ConfigError,
     InputError,
+    LeaseLostError,
     PlanFileError,
+    RunBusyError,
     StoreError,
-    TrinityError,
 )
+from trinity.events import EventBus, EventSink
+from trinity.execution import Services, execute
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.report import render_report
 from trinity.state import (
+    OnInterrupted,
     PendingApproval,
     Plan,
     Policy,
     RunState,
-    StepStatus,
+    RunStatus,
     StopReason,
     Task,
     VerificationLevel,
 )
 from trinity.store import Store
+from trinity.store.journal import RunJournal, load_run
+from trinity.store.lease import Owner, may_take_over, this_process
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
 from trinity.tools.hub import ToolHub
 from trinity.tools.mcp_config import McpConfig, load_mcp_config, parse_mcp_config
 from trinity.tools.permissions import PermissionPolicy, audit_args
+from trinity.tools.reaper import REAPER, wait_for_reaper
 
 log = logging.getLogger(__name__)
 
-EventCallback = Callable[[str, str | None, dict[str, Any]], None]
-_FINALIZE_TIMEOUT_S = 10.0
-CANCEL_POLL_S = 0.2
-"""How often a running run looks for a cancel request from another process."""
+RESUMABLE = frozenset({StopReason.CANCELLED, StopReason.ERROR})
+"""Stops a run can be resumed from: a cancel, and an error (a provider that failed for good, a
+disk that was full) once its cause is fixed."""
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
 
@@ -84,6 +88,8 @@ class RunRequest:
     """The tool permission policy; the run keeps it (in its state) when resumed."""
     mcp_servers_file: str | None = None
     """Absolute path of the MCP servers file, so a resume from another folder finds it."""
+    on_interrupted: OnInterrupted = OnInterrupted.RECHECK
+    """What a resume does about a tool call the run's process died during."""
 
     def limits(self) -> dict[str, Any]:
         """The run's limits, keyed as :class:`~trinity.state.Policy` names them."""
@@ -117,6 +123,7 @@ class Runtime:
         self._permissions = permissions
         self._cancels: dict[str, asyncio.Event] = {}
         self._price_table: PriceTable | None = None
+        self._subscribers: list[EventSink] = []
 
     @property
     def store(self) -> Store:
@@ -150,6 +157,7 @@ class Runtime:
         node_timeout_s: float | None = None,
         llm_timeout_s: float | None = None,
         tool_timeout_s: float | None = None,
+        on_interrupted: OnInterrupted | str | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet.
@@ -218,10 +226,18 @@ class Runtime:
             raise InputError(f"max replans cannot be negative, got {max_replans}")
         chosen_model = model if self._llm is None else (model or self._llm.model)
         self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
+        try:
+            interrupted = OnInterrupted(on_interrupted or s.on_interrupted)
+        except ValueError:
+            choices = ", ".join(OnInterrupted)
+            raise InputError(
+                f"on_interrupted must be one of {choices}, got {on_interrupted!r}"
+            ) from None
         explicit = {
             **given,
             "max_replans": max_replans,
             "verification": VerificationLevel(verification) if verification else None,
+            "on_interrupted": OnInterrupted(on_interrupted) if on_interrupted else None,
         }
         requested = {key: value for key, value in explicit.items() if value is not None}
         permissions = self._load_permissions(permissions_file)
@@ -242,6 +258,7 @@ class Runtime:
             requested=requested,
             permissions=permissions,
             mcp_servers_file=mcp_file,
+            on_interrupted=interrupted,
         )
 
     def _limits(self, **given: float | None) -> dict[str, Any]:
@@ -310,13 +327,21 @@ class Runtime:
 
     # -- running -------------------------------------------------------------------------------
 
+    def subscribe(self, subscriber: EventSink) -> None:
+        """Hand every event of every run this Runtime executes to ``subscriber``, from now on
+        (a server's live stream, metrics). Per-run subscribers go to :meth:`start` and the
+        others."""
+        self._subscribers.append(subscriber)
+
     async def start(
-        self, request: RunRequest, *, on_event: EventCallback | None = None
+        self, request: RunRequest, *, subscribers: Iterable[EventSink] = ()
     ) -> RunState:
         """Run a prepared request to its end and return the final state.
 
-        The run's id is in ``state.run_id`` and in the first event (``run_started``), so a
-        caller can :meth:`cancel` it from another task.
+        The run is stored, with its first snapshot, durably before it starts: from then on it
+        can always be resumed. Its id is in ``state.run_id`` and in its events, so a caller can
+        :meth:`cancel` it from another task. Raises :class:`RunNotRecordedError` when the run
+        ended but its end could not be written (the error says how to finish it).
         """
         state = RunState(
             run_id=uuid.uuid4().hex[:12],
@@ -325,54 +350,40 @@ class Runtime:
             ),
             model=request.model,
             plan=request.plan.model_copy(deep=True) if request.plan else None,
-            policy=Policy(**request.limits()),
+            policy=Policy(**request.limits(), on_interrupted=request.on_interrupted),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
             mcp_servers_file=request.mcp_servers_file,
             started_at=time.time(),
         )
         services = self._services(state)  # fails before anything is stored
-        await self.store.create_run(state)
-        return await self._drive(state, services, on_event, seq=0)
+        snapshot = state.model_dump_json()
+        try:
+            await self.store.create_run(state, self._owner(), snapshot)
+        except BaseException:
+            await services.aclose()
+            raise
+        return await self._execute(state, services, subscribers, 1, 0, len(snapshot))
 
     async def resume(
         self,
         run_id: str,
         *,
         model: str | None = None,
-        on_event: EventCallback | None = None,
+        subscribers: Iterable[EventSink] = (),
     ) -> RunState:
-        """Continue a run from its newest checkpoint (after a crash or a cancel).
+        """Continue a run: one that was cancelled, stopped by an error, or whose process died.
 
-        ``model`` replaces the model string the run was started with (say, when that was an
-        in-process provider, or a key has changed). The deadline starts afresh.
+        The state is read back from the run's journal. A tool call that was in flight when its
+        process died is handled by the run's ``on_interrupted`` policy. ``model`` replaces the
+        model string the run was started with (say, when that was an in-process provider, or a
+        key has changed). The deadline starts afresh. A run that another live process is
+        executing is refused (:class:`RunBusyError`); one that ended is returned as it is (and
+        its books closed, if its process died just before it could close them).
         """
-        row = self.store.get_run(run_id)
-        if row is None:
-            raise InputError(f"no run with id {run_id!r}")
-        latest = self.store.latest_checkpoint(row["id"])
-        if latest is None:
-            raise StoreError(f"run {row['id']} has no checkpoint to resume from")
-        state = load_state(RunState, latest[2])
-        if state.stop_reason == StopReason.CANCELLED:
-            state.stop_reason, state.stop_detail, state.finished_at = None, "", None
-            state.next_node = state.next_node or "meta"
-        if state.stop_reason == StopReason.AWAITING_APPROVAL:
-            pending = state.pending_approval
-            if pending is None or self._decision_on(state.run_id, pending) is None:
-                raise ApprovalPendingError(state.run_id, _waiting_message(state))
-            # decided (perhaps by a process that died before it could go on): Tetyana acts on it
-            state.stop_reason, state.stop_detail, state.finished_at = None, "", None
-        if state.stop_reason is not None:
-            return state
-        if model is not None:
-            if self._llm is None:
-                check_model(model, self.settings)
-            self._check_price(model, state.policy.cost_budget_usd)
-            state.model = model
-        services = self._services(state)
-        seq = self.store.last_event_seq(state.run_id)
-        return await self._drive(state, services, on_event, seq=seq)
+        row = self._row(run_id)
+        epoch = await self._take_lease(row)
+        return await self._continue(row, epoch, model, subscribers, decide=None)
 
     async def approve(
         self,
@@ -380,13 +391,13 @@ class Runtime:
         note: str | None = None,
         *,
         actor: str | None = None,
-        on_event: EventCallback | None = None,
+        subscribers: Iterable[EventSink] = (),
     ) -> RunState:
         """Approve the call a run waits for, then continue the run (the call is made once).
 
-        The decision is durable and audited; ``actor`` defaults to the OS user.
-        """
-        return await self._decide(run_id, "approve", note, actor, on_event)
+        The decision and its audit row are written in one durable transaction; ``actor``
+        defaults to the OS user."""
+        return await self._decide(run_id, "approve", note, actor, subscribers)
 
     async def deny(
         self,
@@ -394,11 +405,12 @@ class Runtime:
         note: str | None = None,
         *,
         actor: str | None = None,
-        on_event: EventCallback | None = None,
+        subscribers: Iterable[EventSink] = (),
     ) -> RunState:
         """Refuse the call a run waits for, then continue the run: the step fails as
-        "denied by <actor>" and the Meta-Planner goes on from there (replan or stop)."""
-        return await self._decide(run_id, "deny", note, actor, on_event)
+        "denied by <actor>" (for a re-run question: the step is judged by its checks) and the
+        Meta-Planner goes on from there (replan or stop)."""
+        return await self._decide(run_id, "deny", note, actor, subscribers)
 
     async def _decide(
         self,
@@ -406,49 +418,160 @@ class Runtime:
         decision: Literal["approve", "deny"],
         note: str | None,
         actor: str | None,
-        on_event: EventCallback | None,
+        subscribers: Iterable[EventSink],
     ) -> RunState:
-        row = self.store.get_run(run_id)
-        if row is None:
-            raise InputError(f"no run with id {run_id!r}")
-        latest = self.store.latest_checkpoint(row["id"])
-        state = load_state(RunState, latest[2]) if latest else None
-        pending = state.pending_approval if state else None
-        if state is None or state.stop_reason != StopReason.AWAITING_APPROVAL or not pending:
+        row = self._row(run_id)
+        if row["status"] != RunStatus.AWAITING_APPROVAL:
             raise InputError(f"run {row['id']} is not awaiting approval (status {row['status']})")
-        self._services(state)  # a run that cannot continue here is refused before deciding
-        who = actor or _os_user()
-        recorded = await self.store.set_approval(
-            state.run_id,
-            pending.step_id,
-            pending.attempt,
-            decision,
-            who,
-            note,
-            revision=pending.revision,
-        )
-        if not recorded:
-            earlier = self._decision_on(state.run_id, pending) or {}
-            raise InputError(
-                f"the call run {state.run_id} waits for was already decided "
-                f"({earlier.get('decision')} by {earlier.get('actor')}); if no process is "
-                f"running it, `trinity runs resume {state.run_id}` continues it"
+        epoch = await self._take_lease(row)
+
+        async def record(state: RunState) -> None:
+            pending = state.pending_approval
+            if state.stop_reason != StopReason.AWAITING_APPROVAL or pending is None:
+                raise InputError(f"run {state.run_id} is not awaiting approval")
+            self._check_services(state)  # refused before deciding if it cannot go on
+            who = actor or _os_user()
+            recorded = await self.store.set_approval(
+                state.run_id,
+                pending.step_id,
+                pending.attempt,
+                decision,
+                who,
+                note,
+                revision=pending.revision,
+                audit=(pending.tool, audit_args(pending.args), pending.rule),
             )
-        self.store.add_audit(
-            state.run_id,
-            pending.step_id,
-            pending.tool,
-            audit_args(pending.args),
-            decision,
-            pending.rule,
-            note or "",
-            who,
-        )
-        return await self.resume(state.run_id, on_event=on_event)
+            if not recorded:
+                earlier = self._decision_on(state.run_id, pending) or {}
+                raise InputError(
+                    f"the call run {state.run_id} waits for was already decided "
+                    f"({earlier.get('decision')} by {earlier.get('actor')}); if no process is "
+                    f"running it, `trinity runs resume {state.run_id}` continues it"
+                )
+
+        return await self._continue(row, epoch, None, subscribers, decide=record)
+
+    async def _continue(
+        self,
+        row: dict[str, Any],
+        epoch: int,
+        model: str | None,
+        subscribers: Iterable[EventSink],
+        decide: Callable[[RunState], Awaitable[None]] | None,
+    ) -> RunState:
+        """Holding the run's lease (``epoch``): read the run back, and drive it on if it can
+        go on; otherwise give the lease back."""
+        run_id = row["id"]
+        try:
+            state, seq = load_run(self.store, run_id)
+            if decide is not None:
+                await decide(state)
+            reason = state.stop_reason
+            if reason in RESUMABLE or (
+                reason == StopReason.AWAITING_APPROVAL and self._decided(state)
+            ):
+                state.stop_reason, state.stop_detail, state.finished_at = None, "", None
+                state.next_node = state.next_node or "meta"
+            elif reason == StopReason.AWAITING_APPROVAL:
+                raise ApprovalPendingError(state.run_id, _waiting_message(state))
+            elif reason is not None:
+                return await self._ended(row, state, seq, epoch)
+            resume_point(state)
+            if model is not None:
+                if self._llm is None:
+                    check_model(model, self.settings)
+                self._check_price(model, state.policy.cost_budget_usd)
+                state.model = model
+            services = self._services(state)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self.store.release_lease(run_id, epoch)
+            raise
+        try:
+            await self.store.mark_running(run_id, epoch)
+        except BaseException:
+            await services.aclose()
+            raise
+        return await self._execute(state, services, subscribers, epoch, seq)
+
+    async def _ended(self, row: dict[str, Any], state: RunState, seq: int, epoch: int) -> RunState:
+        """A run that ended. If its process died after the end but before recording it (the
+        row still says running), record it now."""
+        if row["status"] != RunStatus.RUNNING:
+            await self.store.release_lease(row["id"], epoch)
+            return state
+        bus = EventBus(state.run_id, seq=seq)
+        journal = RunJournal(self.store, state, bus, epoch=epoch)
+        bus.subscribe(journal)
+        await journal.finish(state, render_report(state))
+        return state
+
+    def _decided(self, state: RunState) -> bool:
+        pending = state.pending_approval
+        return pending is not None and self._decision_on(state.run_id, pending) is not None
 
     def _decision_on(self, run_id: str, pending: PendingApproval) -> dict[str, Any] | None:
         return self.store.get_approval(
             run_id, pending.step_id, pending.attempt, revision=pending.revision
+        )
+
+    def _row(self, run_id: str) -> dict[str, Any]:
+        row = self.store.get_run(run_id)
+        if row is None:
+            raise InputError(f"no run with id {run_id!r}")
+        return row
+
+    async def _take_lease(self, row: dict[str, Any]) -> int:
+        """Become the executor of the run in ``row``; its new lease epoch. A run that a live
+        process executes is refused with who that is. When this takes over from a process
+        that died, its tool processes are gone before this returns (its reaper killed them)."""
+        run_id = row["id"]
+        allowed, holder = may_take_over(row["lease_owner"], row["lease_expires_at"])
+        if not allowed:
+            raise RunBusyError(run_id, f"run {run_id} is being executed elsewhere: {holder}")
+        try:
+            await self.store.take_lease(run_id, self._owner(), row["lease_epoch"])
+        except LeaseLostError:
+            again = self.store.get_run(run_id) or row
+            _, holder = may_take_over(again["lease_owner"], again["lease_expires_at"])
+            raise RunBusyError(
+                run_id, f"run {run_id} was just taken by another process: {holder}"
+            ) from None
+        await wait_for_reaper(Owner.from_json(row["lease_owner"]))
+        return int(row["lease_epoch"]) + 1
+
+    def _owner(self) -> Owner:
+        return this_process(REAPER.identity())
+
+    async def cancel_run(self, run_id: str, grace_s: float = 5.0) -> str:
+        """Stop a run wherever it runs: ask the process that executes it (it stops after its
+        current step, or by force after ``grace_s``), or, when no process does any more (it
+        died), record the run as cancelled here. Says which, in words."""
+        row = self._row(run_id)
+        if row["status"] != RunStatus.RUNNING:
+            raise InputError(f"run {row['id']} is not running (status {row['status']})")
+        allowed, _ = may_take_over(row["lease_owner"], row["lease_expires_at"])
+        if not allowed:
+            self.store.request_cancel(row["id"], grace_s)
+            return (
+                f"cancel requested for run {row['id']}: it stops after its current step, or "
+                f"within {grace_s:g}s; `trinity runs resume {row['id']}` continues it later"
+            )
+        epoch = await self._take_lease(row)
+        try:
+            state, seq = load_run(self.store, row["id"])
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self.store.release_lease(row["id"], epoch)
+            raise
+        if state.stop_reason is None:
+            state.stop_reason = StopReason.CANCELLED
+            state.stop_detail = "cancelled while no process was running it (its process had died)"
+            state.finished_at = time.time()
+        await self._ended({**row, "status": RunStatus.RUNNING}, state, seq, epoch)
+        return (
+            f"run {row['id']} had no live process (it died); it is recorded as "
+            f"{state.stop_reason.value}. `trinity runs resume {row['id']}` continues it"
         )
 
     def cancel(self, run_id: str) -> bool:
@@ -459,15 +582,21 @@ class Runtime:
         event.set()
         return True
 
-    def _services(self, state: RunState) -> tuple[LLMProvider | None, ToolProvider]:
-        """The run's LLM and tools, made from its model string and workspace."""
-        self._prices()  # a bad prices setting fails here, before the run is stored
-        llm = self._llm
-        if llm is None and state.model is not None:
+    def _check_services(self, state: RunState) -> None:
+        """Fail as :meth:`_services` would, without making anything."""
+        self._prices()
+        if self._llm is None and state.model is not None:
             try:
-                llm = make_provider(state.model, self.settings)
+                check_model(state.model, self.settings)
             except ConfigError as exc:
                 raise ConfigError(f"run {state.run_id}: {exc}") from None
+
+    def _services(self, state: RunState) -> Services:
+        """The run's LLM and tools, made from its model string and workspace."""
+        self._check_services(state)  # a bad prices setting fails here, before the run is stored
+        llm = self._llm
+        if llm is None and state.model is not None:
+            llm = make_provider(state.model, self.settings)
         tools = self._tools
         if tools is None:
             try:
@@ -481,142 +610,29 @@ class Runtime:
                 local=[builtin],
                 default_timeout_s=state.policy.tool_timeout_s,
             )
-        return llm, tools
+        return Services(llm, tools, owns_llm=self._llm is None, owns_tools=self._tools is None)
 
-    async def _drive(
+    async def _execute(
         self,
         state: RunState,
-        services: tuple[LLMProvider | None, ToolProvider],
-        on_event: EventCallback | None,
+        services: Services,
+        subscribers: Iterable[EventSink],
+        epoch: int,
         seq: int,
+        snapshot_bytes: int = 0,
     ) -> RunState:
-        store = self.store
-        counter = [seq]
-        closed = [False]
-
-        def emit(kind: str, node: str | None, data: dict[str, Any]) -> None:
-            if closed[0]:
-                # A node the engine abandoned, carrying on after the run ended: its events
-                # would land after `run_finished` (or, after a resume, overwrite new ones).
-                return
-            counter[0] += 1
-            store.add_event(state.run_id, counter[0], kind, node, data)
-            if on_event is not None:
-                try:
-                    on_event(kind, node, data)
-                except Exception:  # an observer's bug must not end the run it observes
-                    log.warning("event callback failed on %s", kind, exc_info=True)
-
-        llm, tools = services
-        ctx = AgentContext(
-            tools=tools,
-            store=store,
+        return await execute(
+            state,
+            services,
+            store=self.store,
             settings=self.settings,
-            workspace=Path(state.task.workspace).resolve(),
-            llm=llm,
-            emit=emit,
             prices=self._prices(),
-            permissions=(
-                PermissionPolicy.from_data(state.permissions, source=f"run {state.run_id}")
-                if state.permissions is not None
-                else None
-            ),
+            epoch=epoch,
+            seq=seq,
+            subscribers=[*self._subscribers, *subscribers],
+            cancels=self._cancels,
+            snapshot_bytes=snapshot_bytes,
         )
-        checkpointer = StoreCheckpointer(store)
-        engine = Engine(build_graph(ctx), checkpointer=checkpointer, on_event=emit)
-        cancel = self._cancels[state.run_id] = asyncio.Event()
-        self.store.clear_cancel_request(state.run_id)  # an old request must not stop a resume
-        watcher: asyncio.Task[None] | None = None
-        try:
-            if await self._start_tools(tools, state, emit):
-                policy = state.policy
-                limits = Limits(
-                    max_steps=policy.max_steps,
-                    deadline_s=policy.deadline_s,
-                    node_timeout_s=policy.node_timeout_s,
-                )
-                run = asyncio.create_task(engine.run(state, limits, cancel))
-                watcher = asyncio.create_task(self._watch_cancel(state, cancel, run, emit))
-                try:
-                    await run
-                except asyncio.CancelledError:
-                    # The watcher forced it (the run is checkpointed as cancelled); a cancel
-                    # of this task itself (Ctrl-C) goes on up.
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            self._cancels.pop(state.run_id, None)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._finalize(state, ctx, checkpointer))
-            closed[0] = True
-            if llm is not None and self._llm is None:
-                await llm.aclose()
-            if self._tools is None:
-                await tools.aclose()
-        return state
-
-    async def _watch_cancel(
-        self,
-        state: RunState,
-        cancel: asyncio.Event,
-        run: asyncio.Task[RunState],
-        emit: EventCallback,
-    ) -> None:
-        """Honour ``trinity runs cancel`` from another process: stop after the current node
-        (cooperative); if the run is still going after the grace period, cancel it outright
-        (forced: tool subprocesses are killed, the run is checkpointed as cancelled)."""
-        while not run.done():
-            await asyncio.sleep(CANCEL_POLL_S)
-            request = self.store.cancel_request(state.run_id)
-            if request is None:
-                continue
-            _, grace_s = request
-            emit("cancel_requested", None, {"grace_s": grace_s})
-            cancel.set()
-            await asyncio.wait({run}, timeout=grace_s)
-            if not run.done():
-                emit("cancel_forced", None, {"after_s": grace_s})
-                run.cancel()
-            return
-
-    @staticmethod
-    async def _start_tools(tools: ToolProvider, state: RunState, emit: EventCallback) -> bool:
-        """Start eager MCP servers. One that cannot start is reported and the run goes on with
-        the tools it has (Atlas only sees what is listed); a broken tool set stops the run."""
-        if not isinstance(tools, ToolHub):
-            return True
-        try:
-            problems = await tools.start()
-        except TrinityError as exc:  # e.g. two servers offering the same tool name
-            state.stop_reason, state.stop_detail = StopReason.ERROR, str(exc)
-            state.finished_at = time.time()
-            return False
-        for server, problem in problems.items():
-            emit("tool_server_problem", None, {"server": server, "problem": str(problem)})
-        return True
-
-    async def _finalize(
-        self, state: RunState, ctx: AgentContext, checkpointer: StoreCheckpointer
-    ) -> None:
-        """Close the books: steps cut off mid-way, lessons for runs that stopped outside the
-        graph, the final checkpoint again (it must hold all of that), the report, the row."""
-        for step in state.plan.steps if state.plan else []:
-            if step.status == StepStatus.RUNNING:
-                step.status = StepStatus.FAILED
-        if state.lessons_stored == 0 and state.last_node != "learn":
-            try:
-                async with asyncio.timeout(_FINALIZE_TIMEOUT_S):
-                    update = await Knowledge(ctx).learn(state)
-                state.lessons_stored = update["lessons_stored"]
-            except Exception:
-                log.warning("could not store lessons for run %s", state.run_id, exc_info=True)
-        checkpointer.save(
-            state.run_id, state.step, state.next_node, state.model_dump_json(), durable=False
-        )
-        await self.store.finish_run(state, render_report(state))
 
 
 def _os_user() -> str:

@@ -47,8 +47,12 @@ class StopReason(StrEnum):
 
 class RunStatus(StrEnum):
     RUNNING = "running"
+    """Going, or its process died before it could record an end (``runs resume`` continues
+    it; ``runs list`` shows it as ``interrupted`` once no live process holds its lease)."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Stopped by Ctrl-C, SIGTERM / SIGHUP or ``runs cancel``: ``runs resume`` continues it."""
     AWAITING_APPROVAL = "awaiting_approval"
 
 
@@ -59,6 +63,23 @@ class VerificationLevel(StrEnum):
     """Deterministic checks declared in the plan (plus tool success)."""
     LLM_JUDGE = "llm-judge"
     """Deterministic checks first, then an LLM judge compares result and expected outcome."""
+
+
+class OnInterrupted(StrEnum):
+    """What a resumed run does about a tool call that was in flight when its process died: the
+    call may or may not have happened."""
+
+    RECHECK = "recheck"
+    """Re-run it if the tool is idempotent (repeating it changes nothing more); otherwise judge
+    it by the checks that can still run (file checks: what is true now). Checks that need the
+    lost output or exit code are reported as unknown."""
+    RERUN = "rerun"
+    """Make the call again, whatever it does (accepts a possible duplicate)."""
+    ASK = "ask"
+    """Re-run an idempotent tool; for any other, ask a person (``runs approve`` re-runs it,
+    ``runs deny`` judges it by its checks)."""
+    FAIL = "fail"
+    """The attempt fails (the Meta-Planner may then replan)."""
 
 
 class FailureAction(StrEnum):
@@ -176,6 +197,9 @@ class CheckResult(BaseModel):
     check: str
     passed: bool
     evidence: str = ""
+    unknown: bool = False
+    """The check could not be run (it needs a call's output or exit code, lost when the run
+    stopped during the call); it decides nothing."""
 
 
 class Verdict(BaseModel):
@@ -238,6 +262,9 @@ class PendingApproval(BaseModel):
     """The policy rule (numbered from 1) that asked; ``None`` for the policy's default."""
     reason: str = ""
     requested_at: float = Field(default_factory=time.time)
+    question: Literal["permission", "rerun"] = "permission"
+    """``permission``: the policy asks before this call. ``rerun``: the run died during this
+    call, and ``on_interrupted = ask`` wants a person to say whether to make it again."""
 
 
 class Plan(BaseModel):
@@ -314,6 +341,8 @@ class Policy(BaseModel):
     token_budget: int | None = Field(default=None, ge=1)
     cost_budget_usd: float | None = Field(default=None, gt=0)
     """Dollars the run's LLM calls may cost (``trinity.llm.pricing``)."""
+    on_interrupted: OnInterrupted = OnInterrupted.RECHECK
+    """What a resumed run does about a tool call its process died during."""
     stall_steps: int = Field(default=30, ge=3)
     """Graph steps without a newly verified step before the run counts as stalled (an attempt
     is three: tetyana, grisha, meta)."""
@@ -430,4 +459,6 @@ class RunState(EngineState):
             return RunStatus.SUCCEEDED
         if self.stop_reason == StopReason.AWAITING_APPROVAL:
             return RunStatus.AWAITING_APPROVAL
+        if self.stop_reason == StopReason.CANCELLED:
+            return RunStatus.CANCELLED
         return RunStatus.FAILED

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trinity.agents.context import AgentContext, describe_tools, prompt
 from trinity.engine import StopRun
 from trinity.errors import StructuredOutputError
+from trinity.events import PlanMade, PlanStep
 from trinity.state import Decision, Lesson, Plan, RunState, Step, StepSpec, StepStatus, StopReason
 from trinity.tools.base import ToolSpec
 
@@ -141,13 +142,11 @@ class Atlas:
 
     def _emit_plan(self, plan: Plan) -> None:
         self.ctx.emit(
-            "plan",
-            "atlas",
-            {
-                "revision": plan.revision,
-                "source": plan.source,
-                "steps": [{"id": s.id, "tool": s.tool, "title": s.title} for s in plan.steps],
-            },
+            PlanMade(
+                revision=plan.revision,
+                source=plan.source,
+                steps=[PlanStep(id=s.id, tool=s.tool, title=s.title) for s in plan.steps],
+            )
         )
 
 

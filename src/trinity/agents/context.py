@@ -10,13 +10,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from trinity.config import Settings
 from trinity.engine import StopRun
 from trinity.errors import EngineError
+from trinity.events import EventSink, LLMCall
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
 from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
@@ -26,7 +27,6 @@ from trinity.tools.base import ToolProvider, ToolSpec
 from trinity.tools.permissions import PermissionPolicy
 
 T = TypeVar("T", bound=BaseModel)
-Emit = Callable[[str, str | None, dict[str, Any]], None]
 
 
 @cache
@@ -43,7 +43,7 @@ class AgentContext:
     settings: Settings
     workspace: Path
     llm: LLMProvider | None = None
-    emit: Emit = lambda kind, node, data: None
+    emit: EventSink = lambda event: None
     permissions: PermissionPolicy | None = None
     """Tool permission policy Tetyana checks before each call; ``None`` allows every call."""
     prices: PriceTable = field(default_factory=PriceTable)
@@ -81,17 +81,16 @@ class AgentContext:
             else:
                 usage.priced = False
             self.emit(
-                "llm_call",
-                purpose.split(".")[0],
-                {
-                    "purpose": purpose,
-                    "model": response.model,
-                    "input_tokens": response.input_tokens,
-                    "output_tokens": response.output_tokens,
-                    "latency_s": round(response.latency_s, 4),
-                    "attempts": response.attempts,
-                    "cost_usd": round(cost, 6) if price is not None else None,
-                },
+                LLMCall(
+                    node=purpose.split(".")[0],
+                    purpose=purpose,
+                    model=response.model,
+                    input_tokens=response.input_tokens,
+                    output_tokens=response.output_tokens,
+                    latency_s=round(response.latency_s, 4),
+                    attempts=response.attempts,
+                    cost_usd=round(cost, 6) if price is not None else None,
+                )
             )
             budget = state.policy.token_budget
             if budget is not None and usage.total_tokens > budget:

@@ -10,9 +10,11 @@ from pydantic import BaseModel
 
 from trinity.agents.context import AgentContext, prompt
 from trinity.errors import StructuredOutputError
+from trinity.events import VerdictGiven
 from trinity.state import (
     Check,
     CheckResult,
+    OnInterrupted,
     RunState,
     Step,
     StepStatus,
@@ -69,6 +71,17 @@ def run_check(check: Check, result: ToolResult, root: Path) -> CheckResult:
     return CheckResult(check=name, passed=hit, evidence=_excerpt(content))
 
 
+_NEEDS_OUTPUT = frozenset({"exit_code", "output_contains", "output_matches"})
+_LOST = "the call's output was lost when the run stopped"
+
+
+def _failed(
+    step: Step, level: VerificationLevel, checks: list[CheckResult], failed: list[CheckResult]
+) -> Verdict:
+    summary = "; ".join(f"{c.check} — not met ({c.evidence})" for c in failed)
+    return Verdict(step_id=step.id, passed=False, level=level, checks=checks, summary=summary)
+
+
 def _excerpt(text: str) -> str:
     text = text.strip()
     return text if len(text) <= _EVIDENCE else text[:_EVIDENCE] + "…"
@@ -97,27 +110,27 @@ class Grisha:
         attempt.verdict = verdict
         step.status = StepStatus.SUCCEEDED if verdict.passed else StepStatus.FAILED
         self.ctx.emit(
-            "verdict",
-            "grisha",
-            {
-                "step": step.id,
-                "passed": verdict.passed,
-                "level": verdict.level.value,
-                "summary": verdict.summary,
-            },
+            VerdictGiven(
+                step=step.id,
+                passed=verdict.passed,
+                level=verdict.level.value,
+                summary=verdict.summary,
+            )
         )
         return {"last_verdict": verdict}
 
     async def verify(
         self, state: RunState, step: Step, result: ToolResult, *, interrupted: bool = False
     ) -> Verdict:
+        if interrupted:
+            return self.recheck(state, step, result)
         level = state.policy.verification
         checks: list[CheckResult] = []
-        run_declared = level != VerificationLevel.NONE or interrupted
+        run_declared = level != VerificationLevel.NONE
         # An exit_code check (when checks run) says what success looks like; otherwise the tool
-        # must succeed. An interrupted call has no result to trust: only what is true now counts.
+        # must succeed.
         declares_exit = run_declared and any(c.kind == "exit_code" for c in step.checks)
-        if not interrupted and not declares_exit:
+        if not declares_exit:
             checks.append(
                 CheckResult(
                     check="tool call succeeded",
@@ -128,19 +141,8 @@ class Grisha:
         if run_declared:
             checks += [run_check(c, result, self.ctx.workspace) for c in step.checks]
         failed = [c for c in checks if not c.passed]
-        if interrupted and not checks:
-            return Verdict(
-                step_id=step.id,
-                passed=False,
-                level=level,
-                summary="the run was interrupted during this step and it declares no checks: "
-                "its outcome cannot be verified",
-            )
         if failed:
-            summary = "; ".join(f"{c.check} — not met ({c.evidence})" for c in failed)
-            return Verdict(
-                step_id=step.id, passed=False, level=level, checks=checks, summary=summary
-            )
+            return _failed(step, level, checks, failed)
         if level != VerificationLevel.LLM_JUDGE or self.ctx.llm is None:
             return Verdict(
                 step_id=step.id,
@@ -150,6 +152,51 @@ class Grisha:
                 summary=f"{len(checks)} check(s) passed",
             )
         return await self._judge(state, step, result, checks)
+
+    def recheck(self, state: RunState, step: Step, result: ToolResult) -> Verdict:
+        """Judge a call the run died during, by what is true now: its file checks run (whatever
+        the verification level); checks that need the lost output or exit code, and the tool's
+        own success, are unknown and decide nothing. No judge: it would judge lost output."""
+        level = state.policy.verification
+        if state.policy.on_interrupted == OnInterrupted.FAIL:
+            return Verdict(
+                step_id=step.id,
+                passed=False,
+                level=level,
+                summary="the run stopped during this call (its outcome is unknown) and "
+                "on_interrupted is fail",
+            )
+        checks = [
+            CheckResult(check="tool call succeeded", passed=False, unknown=True, evidence=_LOST)
+        ]
+        for check in step.checks:
+            if check.kind in _NEEDS_OUTPUT:
+                checks.append(
+                    CheckResult(check=check.describe(), passed=False, unknown=True, evidence=_LOST)
+                )
+            else:
+                checks.append(run_check(check, result, self.ctx.workspace))
+        known = [c for c in checks if not c.unknown]
+        if not known:
+            return Verdict(
+                step_id=step.id,
+                passed=False,
+                level=level,
+                checks=checks,
+                summary="the run was interrupted during this step and none of its checks can "
+                "tell what happened (it declares no file check): its outcome cannot be verified",
+            )
+        failed = [c for c in known if not c.passed]
+        if failed:
+            return _failed(step, level, checks, failed)
+        unknown = len(checks) - len(known)
+        return Verdict(
+            step_id=step.id,
+            passed=True,
+            level=level,
+            checks=checks,
+            summary=f"{len(known)} check(s) passed; {unknown} unknown ({_LOST})",
+        )
 
     async def _judge(
         self, state: RunState, step: Step, result: ToolResult, checks: list[CheckResult]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from trinity.agents.context import AgentContext
+from trinity.events import LessonsRecalled, LessonsStored
 from trinity.state import Lesson, RunState, StepStatus, StopReason
 
 RECALL_LIMIT = 5
@@ -16,13 +17,13 @@ class Knowledge:
 
     async def recall(self, state: RunState) -> dict[str, Any]:
         lessons = self.ctx.store.search_lessons(state.task.text, limit=RECALL_LIMIT)
-        self.ctx.emit("lessons_recalled", "knowledge", {"count": len(lessons)})
+        self.ctx.emit(LessonsRecalled(count=len(lessons)))
         return {"lessons_used": lessons}
 
     async def learn(self, state: RunState) -> dict[str, Any]:
         lessons = derive_lessons(state)
         await self.ctx.store.add_lessons(lessons)
-        self.ctx.emit("lessons_stored", "knowledge", {"count": len(lessons)})
+        self.ctx.emit(LessonsStored(count=len(lessons)))
         return {"lessons_stored": len(lessons)}
 
 

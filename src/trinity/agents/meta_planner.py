@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from trinity.agents.context import AgentContext
-from trinity.agents.progress import check_attempt, check_plan, made_progress
+from trinity.agents.progress import ProgressMonitor
 from trinity.engine import END
+from trinity.events import DecisionMade, PolicyChosen, ProgressFound
 from trinity.state import (
     Decision,
     FailureAction,
@@ -58,11 +59,12 @@ def choose_policy(state: RunState, has_llm: bool) -> Policy:
 class MetaPlanner:
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
+        self.progress = ProgressMonitor()
 
     async def __call__(self, state: RunState) -> dict[str, Any]:
         if state.decision is None:
             policy = choose_policy(state, has_llm=self.ctx.llm is not None)
-            self.ctx.emit("policy", "meta", policy.model_dump(mode="json"))
+            self.ctx.emit(PolicyChosen(policy=policy))
             return {"policy": policy, "decision": Decision.PLAN}
         if state.last_node == "atlas":
             return self._review_plan(state)
@@ -76,7 +78,7 @@ class MetaPlanner:
         assert state.plan is not None
         if state.progress_mark is None:
             state.progress_mark = state.step  # the stall clock starts with the first plan
-        finding = check_plan(state)
+        finding = self.progress.check_plan(state)
         if finding is not None:
             return self._on_finding(state, finding)
         return {"decision": self._next_pending(state)}
@@ -86,12 +88,12 @@ class MetaPlanner:
         the evidence); a second one, or one with no way to replan, stops the run."""
         strikes = sum(1 for earlier in state.progress_findings if earlier.kind == finding.kind)
         findings = [*state.progress_findings, finding]
-        self.ctx.emit("progress", "meta", finding.model_dump(mode="json"))
+        self.ctx.emit(ProgressFound(finding=finding))
         if finding.stop_reason == StopReason.STALLED:
             state.progress_mark = state.step  # a second stall needs as many steps again
         can_replan = self.ctx.llm is not None and state.counters.replans < state.policy.max_replans
         if strikes == 0 and can_replan:
-            self.ctx.emit("decision", "meta", {"action": "replan", "because": finding.kind.value})
+            self.ctx.emit(DecisionMade(action="replan", because=finding.kind.value))
             return {"decision": Decision.REPLAN, "progress_findings": findings}
         if strikes:
             why = "again after a change of strategy"
@@ -120,11 +122,11 @@ class MetaPlanner:
         verdict = state.last_verdict
         assert step is not None and verdict is not None
         if step.status == StepStatus.SUCCEEDED:
-            if made_progress(state):
+            if self.progress.made_progress(state):
                 state.progress_mark = state.step
             state.current += 1
             return {"decision": self._next_pending(state)}
-        finding = check_attempt(state)
+        finding = self.progress.check_attempt(state)
         if finding is not None:
             return self._on_finding(state, finding)
         policy = state.policy
@@ -137,10 +139,10 @@ class MetaPlanner:
         )
         if retry_ok:
             state.counters.retries += 1
-            self.ctx.emit("decision", "meta", {"action": "retry", "step": step.id})
+            self.ctx.emit(DecisionMade(action="retry", step=step.id))
             return {"decision": Decision.EXECUTE}
         if state.counters.replans < policy.max_replans and self.ctx.llm is not None:
-            self.ctx.emit("decision", "meta", {"action": "replan", "step": step.id})
+            self.ctx.emit(DecisionMade(action="replan", step=step.id))
             return {"decision": Decision.REPLAN}
         state.stop_reason = StopReason.FAILED
         why = "no replans left" if self.ctx.llm is not None else "no model to replan with"

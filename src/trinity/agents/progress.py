@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trinity.state import Plan, ProgressFinding, ProgressKind, RunState
+from trinity.state import Attempt, Plan, ProgressFinding, ProgressKind, RunState, Step
 
 REPEAT_THRESHOLD = 3
 """Occurrences of one failing action+result (or one error) that make a loop: the policy's own
@@ -64,6 +64,30 @@ class ActionRecord:
     """The verdict's summary (or the tool error), for people."""
 
 
+def _record(step: Step, attempt: Attempt) -> ActionRecord:
+    result, verdict = attempt.result, attempt.verdict
+    assert verdict is not None
+    raw = {
+        "ok": result.ok if result else None,
+        "exit_code": result.exit_code if result else None,
+        "error": result.error if result else None,
+        "output": result.output if result else None,
+        "passed": verdict.passed,
+    }
+    outcome = hashlib.sha256(canonical_args(raw).encode()).hexdigest()[:16]
+    summary = verdict.summary or (result.error if result else "") or ""
+    return ActionRecord(
+        step_id=step.id,
+        tool=step.tool,
+        action=f"{step.tool} {canonical_args(step.args)}",
+        outcome=outcome,
+        error="" if verdict.passed else normalise_error(summary),
+        passed=verdict.passed,
+        shown=describe_action(step.tool, step.args),
+        summary=summary[:_SHOWN],
+    )
+
+
 def action_history(state: RunState) -> list[ActionRecord]:
     """Every judged attempt of the run, oldest first. Steps Atlas kept from an earlier plan
     appear in several plans; each attempt is counted once."""
@@ -76,28 +100,7 @@ def action_history(state: RunState) -> list[ActionRecord]:
                 if (step.id, attempt.number) in seen or attempt.verdict is None:
                     continue
                 seen.add((step.id, attempt.number))
-                result, verdict = attempt.result, attempt.verdict
-                raw = {
-                    "ok": result.ok if result else None,
-                    "exit_code": result.exit_code if result else None,
-                    "error": result.error if result else None,
-                    "output": result.output if result else None,
-                    "passed": verdict.passed,
-                }
-                outcome = hashlib.sha256(canonical_args(raw).encode()).hexdigest()[:16]
-                summary = verdict.summary or (result.error if result else "") or ""
-                records.append(
-                    ActionRecord(
-                        step_id=step.id,
-                        tool=step.tool,
-                        action=f"{step.tool} {canonical_args(step.args)}",
-                        outcome=outcome,
-                        error="" if verdict.passed else normalise_error(summary),
-                        passed=verdict.passed,
-                        shown=describe_action(step.tool, step.args),
-                        summary=summary[:_SHOWN],
-                    )
-                )
+                records.append(_record(step, attempt))
     return records
 
 
@@ -217,12 +220,15 @@ def describe_plan(plan: Plan) -> str:
     return "; ".join(describe_action(step.tool, step.args) for step in plan.steps)
 
 
-def repeated_plan(plans: Sequence[Plan]) -> ProgressFinding | None:
+def repeated_plan(
+    plans: Sequence[Plan], signatures: Sequence[str] | None = None
+) -> ProgressFinding | None:
     """The newest plan does what an earlier one already did. ``alternation`` when it brings
-    back the plan before last (A-B-A), ``same_plan`` otherwise."""
+    back the plan before last (A-B-A), ``same_plan`` otherwise. ``signatures`` are the plans'
+    :func:`plan_signature`, when the caller has them."""
     if len(plans) < 2:
         return None
-    signatures = [plan_signature(plan) for plan in plans]
+    signatures = list(signatures) if signatures is not None else [plan_signature(p) for p in plans]
     latest = signatures[-1]
     pairs = zip(plans[:-1], signatures[:-1], strict=True)
     earlier = [plan.revision for plan, signature in pairs if signature == latest]
@@ -257,29 +263,106 @@ def no_progress(steps_since: int, limit: int) -> ProgressFinding | None:
     )
 
 
+class ProgressMonitor:
+    """Running summaries of a run's judged attempts, so that each check costs the same however
+    long the run has been going: the attempts since the last verified progress (the window the
+    loop detectors look at), the actions verified so far, and each plan's signature.
+
+    The Meta-Planner keeps one per run. It is filled from the state once (a run read back from
+    its journal has history), then takes the newly judged attempts of the current step."""
+
+    def __init__(self) -> None:
+        self.window: list[ActionRecord] = []
+        """The judged attempts after the last verified progress."""
+        self._verified: set[str] = set()
+        self._seen: set[tuple[str, int]] = set()
+        self._loaded = False
+        self._progress = False
+        self._signatures: dict[int, str] = {}
+
+    def update(self, state: RunState) -> None:
+        """Take in the attempts judged since the last call."""
+        if not self._loaded:
+            self._loaded = True
+            for record in action_history(state):
+                self._add(record)
+            self._seen.update(_judged(state))
+            return
+        step = state.current_step
+        if step is None:
+            return
+        for attempt in step.attempts:
+            key = (step.id, attempt.number)
+            if attempt.verdict is not None and key not in self._seen:
+                self._seen.add(key)
+                self._add(_record(step, attempt))
+
+    def _add(self, record: ActionRecord) -> None:
+        self._progress = record.passed and record.action not in self._verified
+        if self._progress:
+            self._verified.add(record.action)
+            self.window = []
+        else:
+            self.window.append(record)
+
+    def made_progress(self, state: RunState) -> bool:
+        """The latest attempt verified an action no earlier attempt had."""
+        self.update(state)
+        return self._progress
+
+    def check_attempt(self, state: RunState) -> ProgressFinding | None:
+        """After a failed verdict: the first loop or stall the history shows, most specific
+        first."""
+        self.update(state)
+        window = self.window
+        finding = (
+            repeated_action(window)
+            or action_alternation(window)
+            or repeated_error(window)
+            or no_progress(state.step - (state.progress_mark or 0), state.policy.stall_steps)
+        )
+        return _stamp(state, finding)
+
+    def check_plan(self, state: RunState) -> ProgressFinding | None:
+        """After a replan: does the new plan repeat an earlier one?"""
+        if state.plan is None or not state.plan_history:
+            return None
+        plans = [*state.plan_history, state.plan]
+        signatures = [self._signature(plan) for plan in plans]
+        return _stamp(state, repeated_plan(plans, signatures))
+
+    def _signature(self, plan: Plan) -> str:
+        found = self._signatures.get(plan.revision)
+        if found is None:
+            found = self._signatures[plan.revision] = plan_signature(plan)
+        return found
+
+
+def _judged(state: RunState) -> set[tuple[str, int]]:
+    plans = [*state.plan_history, *([state.plan] if state.plan is not None else [])]
+    return {
+        (step.id, attempt.number)
+        for plan in plans
+        for step in plan.steps
+        for attempt in step.attempts
+        if attempt.verdict is not None
+    }
+
+
 def made_progress(state: RunState) -> bool:
-    """The latest attempt verified an action no earlier attempt had."""
-    records = action_history(state)
-    return bool(records) and records[-1].passed and not since_progress(records)
+    """The latest attempt verified an action no earlier attempt had (from the whole history:
+    the Meta-Planner uses a :class:`ProgressMonitor` instead)."""
+    return ProgressMonitor().made_progress(state)
 
 
 def check_attempt(state: RunState) -> ProgressFinding | None:
-    """After a failed verdict: the first loop or stall the history shows, most specific first."""
-    window = since_progress(action_history(state))
-    finding = (
-        repeated_action(window)
-        or action_alternation(window)
-        or repeated_error(window)
-        or no_progress(state.step - (state.progress_mark or 0), state.policy.stall_steps)
-    )
-    return _stamp(state, finding)
+    """:meth:`ProgressMonitor.check_attempt` from the whole history."""
+    return ProgressMonitor().check_attempt(state)
 
 
 def check_plan(state: RunState) -> ProgressFinding | None:
-    """After a replan: does the new plan repeat an earlier one?"""
-    if state.plan is None or not state.plan_history:
-        return None
-    return _stamp(state, repeated_plan([*state.plan_history, state.plan]))
+    """:meth:`ProgressMonitor.check_plan` from the whole history."""
+    return ProgressMonitor().check_plan(state)
 
 
 def _stamp(state: RunState, finding: ProgressFinding | None) -> ProgressFinding | None:

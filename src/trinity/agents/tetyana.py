@@ -1,20 +1,35 @@
 """Tetyana, the executor: runs the current step through the tool interface.
 
 With a permission policy (``AgentContext.permissions``) every call is checked first and the
-decision audited: ``allow`` calls the tool, ``deny`` fails the attempt without calling it, and
-``ask`` pauses the run (``StopReason.AWAITING_APPROVAL``) until a person's decision for this very
-call is in the store; then the call is made (approve) or refused (deny), once.
+decision audited (on disk before the call is made): ``allow`` calls the tool, ``deny`` fails the
+attempt without calling it, and ``ask`` pauses the run (``StopReason.AWAITING_APPROVAL``) until a
+person's decision for this very call is in the store; then the call is made (approve) or
+refused (deny), once.
+
+After a crash during a call (``state.interrupted``), the call may or may not have happened. The
+lost attempt is recorded as interrupted, and ``Policy.on_interrupted`` says what follows: make
+the call again (``rerun``, or ``recheck`` / ``ask`` for a tool whose calls are idempotent), let
+Grisha judge the step by what is true now (``recheck``), ask a person (``ask``), or fail it
+(``fail``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from trinity.agents.context import AgentContext
 from trinity.engine import StopRun
+from trinity.events import (
+    ApprovalRequested,
+    InterruptedCall,
+    PermissionApplied,
+    ToolCalled,
+    ToolReturned,
+)
 from trinity.state import (
     Attempt,
+    OnInterrupted,
     PendingApproval,
     RunState,
     Step,
@@ -27,6 +42,7 @@ from trinity.tools.permissions import Action, audit_args
 _PREVIEW = 300
 POLICY_ACTOR = "policy"
 """The audit log's actor for decisions the policy made on its own."""
+LOST = "the run stopped during this call; its outcome is unknown"
 
 
 class Tetyana:
@@ -37,29 +53,30 @@ class Tetyana:
         step = state.current_step
         if step is None:
             return {}
+        if state.interrupted:
+            await self._after_crash(state, step)
+            return {}
+        pending = state.pending_approval
+        if pending is not None and pending.question == "rerun" and pending.step_id == step.id:
+            await self._rerun_decided(state, step, pending)
+            return {}
         number = len(step.attempts) + 1
         refusal = None
-        if not state.interrupted and self.ctx.permissions is not None:
-            refusal = self._permit(state, step, number)  # raises StopRun to wait for a person
+        if self.ctx.permissions is not None:
+            refusal = await self._permit(state, step, number)  # StopRun to wait for a person
+        await self._call(state, step, number, refusal)
+        return {}
+
+    async def _call(self, state: RunState, step: Step, number: int, refusal: str | None) -> None:
+        """Make attempt ``number`` (or record it as refused)."""
         attempt = Attempt(number=number, started_at=time.time())
         step.attempts.append(attempt)
         step.status = StepStatus.RUNNING
         if refusal is not None:
             attempt.denied = True
             attempt.result = ToolResult(ok=False, error=refusal)
-        elif state.interrupted:
-            # The run died while this step's tool call was in flight: it may have acted. Do not
-            # repeat it blindly; Grisha checks what is actually true now.
-            attempt.interrupted = True
-            attempt.result = ToolResult(
-                ok=False, error="the run stopped during this call; its outcome is unknown"
-            )
         else:
-            self.ctx.emit(
-                "tool_call",
-                "tetyana",
-                {"step": step.id, "tool": step.tool, "attempt": attempt.number},
-            )
+            self.ctx.emit(ToolCalled(step=step.id, tool=step.tool, attempt=number))
             state.counters.tool_calls += 1  # counted even if the deadline cuts the call
             # No timeout here: the provider applies each tool's own (a server's timeout_s,
             # else the tool timeout setting); the run deadline bounds everything anyway.
@@ -67,31 +84,92 @@ class Tetyana:
         attempt.finished_at = time.time()
         result = attempt.result
         self.ctx.emit(
-            "tool_result",
-            "tetyana",
-            {
-                "step": step.id,
-                "ok": result.ok,
-                "exit_code": result.exit_code,
-                "error": result.error,
-                "output": result.output[:_PREVIEW],
-                "seconds": round(result.duration_s, 4),
-            },
+            ToolReturned(
+                step=step.id,
+                ok=result.ok,
+                exit_code=result.exit_code,
+                error=result.error,
+                output=result.output[:_PREVIEW],
+                seconds=round(result.duration_s, 4),
+            )
         )
-        return {}
 
-    def _permit(self, state: RunState, step: Step, number: int) -> str | None:
+    # -- after a crash -------------------------------------------------------------------------
+
+    async def _after_crash(self, state: RunState, step: Step) -> None:
+        number = len(step.attempts) + 1
+        action = await self._interrupted_action(state, step)
+        self.ctx.emit(
+            InterruptedCall(step=step.id, tool=step.tool, attempt=number, action=action.value)
+        )
+        now = time.time()
+        step.attempts.append(
+            Attempt(
+                number=number,
+                started_at=now,
+                finished_at=now,
+                interrupted=True,
+                result=ToolResult(ok=False, error=LOST),
+            )
+        )
+        step.status = StepStatus.RUNNING
+        state.interrupted = False
+        if action == OnInterrupted.RERUN:
+            await self._call(state, step, number + 1, None)
+        elif action == OnInterrupted.ASK:
+            self._ask(
+                state,
+                PendingApproval(
+                    step_id=step.id,
+                    attempt=number + 1,
+                    revision=state.plan.revision if state.plan else 0,
+                    tool=step.tool,
+                    args=step.args,
+                    reason="the run stopped during this call, which may or may not have happened: "
+                    "approve to make it again, deny to judge the step by its checks",
+                    question="rerun",
+                ),
+            )
+        # recheck and fail: Grisha judges the interrupted attempt
+
+    async def _interrupted_action(self, state: RunState, step: Step) -> OnInterrupted:
+        policy = state.policy.on_interrupted
+        if policy in (OnInterrupted.FAIL, OnInterrupted.RERUN):
+            return policy
+        specs = {spec.name: spec for spec in await self.ctx.tools.list_tools()}
+        spec = specs.get(step.tool)
+        if spec is not None and spec.repeatable(step.args):
+            return OnInterrupted.RERUN  # making it again changes nothing more
+        return policy
+
+    async def _rerun_decided(self, state: RunState, step: Step, pending: PendingApproval) -> None:
+        """A person answered whether to make an interrupted call again."""
+        answer = self._answer(state, pending)
+        if answer is None:  # resumed without a decision: ask again
+            self._ask(state, pending)
+        state.pending_approval = None
+        self.ctx.emit(
+            PermissionApplied(
+                step=step.id, tool=step.tool, action=answer["decision"], by=answer["actor"]
+            )
+        )
+        if answer["decision"] == "approve":
+            await self._call(state, step, pending.attempt, None)
+        # denied: Grisha judges the interrupted attempt by its checks
+
+    # -- permissions ---------------------------------------------------------------------------
+
+    async def _permit(self, state: RunState, step: Step, number: int) -> str | None:
         """Check the call against the policy: ``None`` to make it, a refusal to fail it, or
         :class:`StopRun` to wait for a person."""
         policy = self.ctx.permissions
         assert policy is not None
         decision = policy.check(step.tool, step.args, workspace=self.ctx.workspace)
-        store, run_id = self.ctx.store, state.run_id
         revision = state.plan.revision if state.plan else 0
 
-        def audit(what: str) -> None:
-            store.add_audit(
-                run_id,
+        async def audit(what: str) -> None:
+            landed = self.ctx.store.add_audit(
+                state.run_id,
                 step.id,
                 step.tool,
                 audit_args(step.args),
@@ -100,56 +178,61 @@ class Tetyana:
                 decision.reason,
                 POLICY_ACTOR,
             )
+            if landed is not None:
+                await landed
 
         if decision.action == Action.ALLOW:
-            audit("allow")
+            await audit("allow")  # on disk before the call it allows
             return None
         if decision.action == Action.DENY:
-            audit("deny")
-            self.ctx.emit(
-                "permission", "tetyana", {"step": step.id, "tool": step.tool, "action": "deny"}
-            )
+            await audit("deny")
+            self.ctx.emit(PermissionApplied(step=step.id, tool=step.tool, action="deny"))
             return f"denied by policy: {decision.reason}"
-        answer = store.get_approval(run_id, step.id, number, revision=revision)
+        pending = PendingApproval(
+            step_id=step.id,
+            attempt=number,
+            revision=revision,
+            tool=step.tool,
+            args=step.args,
+            rule=decision.rule,
+            reason=decision.reason,
+        )
+        answer = self._answer(state, pending)
         if answer is None:
-            audit("ask")
-            state.pending_approval = PendingApproval(
-                step_id=step.id,
-                attempt=number,
-                revision=revision,
-                tool=step.tool,
-                args=step.args,
-                rule=decision.rule,
-                reason=decision.reason,
-            )
-            self.ctx.emit(
-                "approval_requested",
-                "tetyana",
-                {
-                    "step": step.id,
-                    "tool": step.tool,
-                    "rule": decision.rule,
-                    "reason": decision.reason,
-                },
-            )
-            # Nothing was called: a resumed run must not take this for an interrupted call.
-            state.in_flight = None
-            raise StopRun(
-                StopReason.AWAITING_APPROVAL,
-                f"step {step.id!r} ({step.tool}) waits for a person's approval: {decision.reason}",
-            )
+            await audit("ask")
+            self._ask(state, pending)
         state.pending_approval = None  # this decision covers this one call only
         self.ctx.emit(
-            "permission",
-            "tetyana",
-            {
-                "step": step.id,
-                "tool": step.tool,
-                "action": answer["decision"],
-                "by": answer["actor"],
-            },
+            PermissionApplied(
+                step=step.id, tool=step.tool, action=answer["decision"], by=answer["actor"]
+            )
         )
         if answer["decision"] == "approve":
             return None
         note = f": {answer['note']}" if answer["note"] else ""
         return f"denied by {answer['actor']}{note}"
+
+    def _answer(self, state: RunState, pending: PendingApproval) -> dict[str, Any] | None:
+        return self.ctx.store.get_approval(
+            state.run_id, pending.step_id, pending.attempt, revision=pending.revision
+        )
+
+    def _ask(self, state: RunState, pending: PendingApproval) -> NoReturn:
+        """Stop the run until a person decides ``pending``."""
+        state.pending_approval = pending
+        self.ctx.emit(
+            ApprovalRequested(
+                step=pending.step_id,
+                tool=pending.tool,
+                rule=pending.rule,
+                reason=pending.reason,
+                question=pending.question,
+            )
+        )
+        # Nothing was called: a resumed run must not take this for an interrupted call.
+        state.in_flight = None
+        what = "a person's approval" if pending.question == "permission" else "a person's word"
+        raise StopRun(
+            StopReason.AWAITING_APPROVAL,
+            f"step {pending.step_id!r} ({pending.tool}) waits for {what}: {pending.reason}",
+        )

@@ -1,20 +1,19 @@
-"""A small asyncio graph executor: nodes, a router, limits and one checkpoint per step."""
+"""A small asyncio graph executor: nodes, a router, limits and a journal entry per step."""
 
 from trinity.engine.aio import run_main
-from trinity.engine.checkpoint import Checkpointer, MemoryCheckpointer, StoreCheckpointer
 from trinity.engine.graph import END, Graph, StopRun
-from trinity.engine.runner import Durability, Engine, Limits, load_state
+from trinity.engine.journal import Journal, MemoryJournal
+from trinity.engine.runner import Durability, Engine, Limits, resume_point
 
 __all__ = [
     "END",
-    "Checkpointer",
     "Durability",
     "Engine",
     "Graph",
+    "Journal",
     "Limits",
-    "MemoryCheckpointer",
+    "MemoryJournal",
     "StopRun",
-    "StoreCheckpointer",
-    "load_state",
+    "resume_point",
     "run_main",
 ]

@@ -1,4 +1,5 @@
-"""``asyncio.run`` for a command-line process, except that leftover tasks cannot hold it.
+"""``asyncio.run`` for a command-line process, except that leftover tasks cannot hold it, and
+SIGTERM / SIGHUP stop the work the way Ctrl-C does.
 
 ``asyncio.run`` cancels every task still pending when the main coroutine ends and then waits for
 all of them, with no limit. A node the engine abandoned because it swallows cancellation (see
@@ -11,20 +12,67 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+import signal
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
-def run_main(main: Coroutine[Any, Any, T], *, grace_s: float = 1.0) -> T:
-    """Run ``main`` like :func:`asyncio.run` (Ctrl-C cancels it and raises
-    ``KeyboardInterrupt``), but never wait more than ``grace_s`` for leftover tasks, however
-    ``main`` ends: normally, with an error, or with a second Ctrl-C during its cleanup."""
+
+class Terminated(Exception):
+    """``main`` was cancelled because the process received ``signum`` (SIGTERM, SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
+def run_main(
+    main: Coroutine[Any, Any, T],
+    *,
+    grace_s: float = 1.0,
+    stop_signals: Iterable[signal.Signals] = STOP_SIGNALS,
+) -> T:
+    """Run ``main`` like :func:`asyncio.run`: Ctrl-C cancels it and raises
+    ``KeyboardInterrupt``; each of ``stop_signals`` cancels it too and raises
+    :class:`Terminated` (so a run is recorded as cancelled, not left behind). Never wait more
+    than ``grace_s`` for leftover tasks, however ``main`` ends: normally, with an error, or with
+    a second signal during its cleanup."""
+    received: list[int] = []
+    watched = tuple(stop_signals)
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        installed = []
+        for sig in watched:
+            try:
+                loop.add_signal_handler(sig, stop, sig)
+                installed.append(sig)
+            except (ValueError, RuntimeError):  # not the main thread: signals are not ours
+                break
+        try:
+            return await main
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
     runner = asyncio.Runner()
     try:
-        return runner.run(main)
+        return runner.run(guarded())
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated(received[0]) from None
+        raise
     finally:
         try:
             _sweep(runner.get_loop(), grace_s)

@@ -1,8 +1,9 @@
 """The run loop: node, route, checkpoint; until the router says END or a limit stops the run.
 
 Guarantees owned here: the run deadline, the step budget, an optional per-node timeout,
-cooperative and forced cancellation, and one checkpoint per step. Every way out of :meth:`run`
-leaves ``state.stop_reason`` set and a final durable checkpoint written.
+cooperative and forced cancellation, and a journal entry per step (a durable one before every
+side-effect node). Every way out of :meth:`run` leaves ``state.stop_reason`` set and a final
+journal entry flushed.
 """
 
 from __future__ import annotations
@@ -12,26 +13,31 @@ import contextlib
 import logging
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Literal
 
-from trinity.engine.checkpoint import Checkpointer
 from trinity.engine.graph import END, Graph, S, StopRun
+from trinity.engine.journal import Journal
 from trinity.engine.watchdog import WATCHDOG, Overrun, _Watch
-from trinity.errors import EngineError
+from trinity.errors import EngineError, StoreError
+from trinity.events import (
+    EventSink,
+    NodeAbandoned,
+    NodeFinished,
+    NodeStarted,
+    RunError,
+    RunFinished,
+    RunStarted,
+)
 from trinity.state import EngineState, StopReason
 
 log = logging.getLogger(__name__)
 
 Durability = Literal["sync", "async"]
-"""``sync``: every step waits for its checkpoint to be on disk. ``async``: checkpoints are
+"""``sync``: every step waits for its journal entry to be on disk. ``async``: entries are
 written behind the run (group-committed), and the engine waits for all of them before a
-side-effect node runs and when the run ends. Both write one checkpoint per step."""
-
-EventSink = Callable[[str, str | None, dict[str, Any]], None]
-"""``sink(kind, node, data)``, called synchronously on the event loop; must not block."""
+side-effect node runs and when the run ends. Both write one entry per step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +77,14 @@ class Engine(Generic[S]):
         self,
         graph: Graph[S],
         *,
-        checkpointer: Checkpointer | None = None,
+        journal: Journal | None = None,
         durability: Durability = "async",
-        on_event: EventSink | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.graph = graph
-        self.checkpointer = checkpointer
+        self.journal = journal
         self.durability = durability
-        self.on_event = on_event
+        self.events = events
 
     async def run(
         self, state: S, limits: Limits = Limits(), cancel: asyncio.Event | None = None
@@ -86,7 +92,7 @@ class Engine(Generic[S]):
         """Run from ``state.next_node`` (or the entry node) until the run stops.
 
         The state is updated in place and returned. A forced cancellation (``task.cancel()``)
-        records ``StopReason.CANCELLED`` and a final checkpoint, then re-raises.
+        records ``StopReason.CANCELLED`` and a final journal entry, then re-raises.
 
         The run ends by ``limits.deadline_s + limits.grace_s`` whatever its nodes do: a node
         that ignores the deadline's cancellation is abandoned (left to finish on its own, its
@@ -98,10 +104,8 @@ class Engine(Generic[S]):
         if not state.started_at:
             state.started_at = time.time()
         node = state.next_node or self.graph.entry
-        if self.on_event:
-            self.on_event(
-                "run_started", None, {"run_id": state.run_id, "node": node, "step": state.step}
-            )
+        if self.events:
+            self.events(RunStarted(start_node=node, step=state.step, resumed=state.step > 0))
         control = _Control()
         # The supervisor waits on a plain future, not on the body: cancelling a task that
         # awaits a task which swallows the cancellation would wait for that task forever. The
@@ -215,6 +219,9 @@ class Engine(Generic[S]):
                 raise
             else:
                 self._stop(state, StopReason.ERROR, _describe(group))
+        except StoreError as exc:  # the journal could not be written: stop, say why plainly
+            if not control.abandoned:
+                self._stop(state, StopReason.ERROR, f"storage failed: {exc}")
         except Exception as exc:  # a node's own unhandled TimeoutError too
             if control.abandoned:
                 return
@@ -222,9 +229,9 @@ class Engine(Generic[S]):
             # every failed provider call. The traceback goes to the run's trace instead.
             log.debug("run %s failed", state.run_id, exc_info=True)
             self._stop(state, StopReason.ERROR, _describe(exc))
-            if self.on_event:
-                self.on_event(
-                    "error", state.next_node, {"traceback": traceback.format_exc(limit=20)}
+            if self.events:
+                self.events(
+                    RunError(node=state.next_node, traceback=traceback.format_exc(limit=20))
                 )
 
     def _deadline_passed(self, state: S, control: _Control, limits: Limits) -> None:
@@ -274,8 +281,8 @@ class Engine(Generic[S]):
             f"{what}, and node {node!r} did not stop within {grace_s:g}s of being cancelled: "
             "it was abandoned (a tool or node that swallows cancellation)",
         )
-        if self.on_event:
-            self.on_event("node_abandoned", node, {"after_s": grace_s})
+        if self.events:
+            self.events(NodeAbandoned(node=node, after_s=grace_s))
 
     async def _loop(
         self,
@@ -292,9 +299,9 @@ class Engine(Generic[S]):
         # Plain attribute writes: pydantic's __setattr__ costs ~0.6 µs and validates nothing
         # here. A state model that asks for validate_assignment keeps pydantic's path.
         put = setattr if type(state).model_config.get("validate_assignment") else _put
-        cp = self.checkpointer
+        journal = self.journal
         sync = self.durability == "sync"
-        emit = self.on_event
+        emit = self.events
         max_steps = limits.max_steps
         node_timeout = limits.node_timeout_s
         clock = time.perf_counter
@@ -307,16 +314,14 @@ class Engine(Generic[S]):
             fn = nodes.get(node)
             if fn is None:
                 raise EngineError(f"router chose unknown node {node!r}")
-            if node in side_effects and cp is not None:
-                # Durable before the action; the writer is FIFO, so earlier checkpoints land too.
+            if node in side_effects and journal is not None:
+                # Durable before the action: a resumed run then knows it may have happened.
                 state.in_flight = node
-                marker = cp.save(
-                    state.run_id, state.step, node, state.model_dump_json(), durable=True
-                )
+                marker = journal.checkpoint(state, node, durable=True)
                 if marker is not None:
                     await marker
             if emit:
-                emit("node_started", node, {"step": state.step})
+                emit(NodeStarted(node=node, step=state.step))
             started = control.started = clock()
             if node_timeout is None:
                 update = await fn(state)
@@ -346,27 +351,21 @@ class Engine(Generic[S]):
                     put(state, key, value)
             put(state, "step", state.step + 1)
             put(state, "last_node", node)
-            state.node_seconds[node] = state.node_seconds.get(node, 0.0) + elapsed
+            state.node_seconds[node] = round(state.node_seconds.get(node, 0.0) + elapsed, 6)
             if state.in_flight is not None:
                 state.in_flight = None
                 state.interrupted = False
             following = route(state, node)
             if emit:
-                emit(
-                    "node_finished",
-                    node,
-                    {"step": state.step, "seconds": elapsed, "next": following},
-                )
+                emit(NodeFinished(node=node, step=state.step, seconds=elapsed, next=following))
             if following == END:
                 if state.stop_reason is None:
                     state.stop_reason = StopReason.COMPLETED
                 put(state, "next_node", None)
                 return
             put(state, "next_node", following)
-            if cp is not None:
-                pending = cp.save(
-                    state.run_id, state.step, following, state.model_dump_json(), durable=sync
-                )
+            if journal is not None:
+                pending = journal.checkpoint(state, node, durable=sync)
                 if pending is not None:
                     await pending
             node = following
@@ -387,38 +386,22 @@ class Engine(Generic[S]):
 
     async def _finish(self, state: S) -> None:
         state.finished_at = time.time()
-        if self.on_event:
-            self.on_event(
-                "run_finished",
-                None,
-                {"stop_reason": str(state.stop_reason), "detail": state.stop_detail},
-            )
-        cp = self.checkpointer
-        if cp is None:
+        if self.events:
+            self.events(RunFinished(stop_reason=str(state.stop_reason), detail=state.stop_detail))
+        journal = self.journal
+        if journal is None:
             return
-        cp.save(state.run_id, state.step, state.next_node, state.model_dump_json(), durable=False)
-        await cp.flush()
-
-    async def resume(
-        self,
-        run_id: str,
-        state_type: type[S],
-        limits: Limits = Limits(),
-        cancel: asyncio.Event | None = None,
-    ) -> S:
-        """Continue a run from its newest checkpoint."""
-        if self.checkpointer is None:
-            raise EngineError("resume needs a checkpointer")
-        latest = self.checkpointer.latest(run_id)
-        if latest is None:
-            raise EngineError(f"no checkpoint for run {run_id!r}")
-        state = load_state(state_type, latest[2])
-        return await self.run(state, limits, cancel)
+        try:
+            journal.checkpoint(state, None, durable=False)
+            await journal.flush()
+        except StoreError as exc:  # the caller closes the books (and reports it)
+            log.warning("run %s: its last journal entry was not written: %s", state.run_id, exc)
 
 
-def load_state(state_type: type[S], state_json: str) -> S:
-    """Rebuild a state from a checkpoint; a node that was in flight is marked interrupted."""
-    state = state_type.model_validate_json(state_json)
+def resume_point(state: S) -> S:
+    """Prepare a state read back from a journal for :meth:`Engine.run`: a side-effect node that
+    was in flight when the run died runs again, marked ``interrupted`` (its action may or may
+    not have happened, and the node must find out rather than blindly repeat it)."""
     if state.in_flight is not None:
         state.interrupted = True
         state.next_node = state.in_flight

@@ -1,17 +1,30 @@
-"""SQLite persistence: runs, steps, events, checkpoints, lessons (with FTS5 search), the
-permission audit log and approvals.
+"""SQLite persistence: runs and their journals (events, snapshots), leases, and the records in
+:mod:`trinity.store.records` (audit log, approvals, cancel requests, lessons).
+
+A run is an append-only journal: its events, in order, with ``checkpoint`` events that say what
+each graph step changed (:mod:`trinity.store.journal` writes and reads them), plus a compact
+snapshot of the whole state now and then. Nothing in the journal is ever overwritten: an event
+number that is already taken is an error, not a replacement, and every journal write carries the
+writer's lease epoch, which triggers check (:mod:`trinity.store.lease`).
 
 WAL mode lets readers (CLI, dashboard) read while a run writes. Every write goes through one
 :class:`GroupCommitWriter`; reads use a connection per thread. The schema is versioned with
-``PRAGMA user_version`` and migrated forward on open.
+``PRAGMA user_version`` and migrated forward on open (:mod:`trinity.store.schema`).
+
+A new database is made under a temporary name, readable by its owner only, and moved into place
+once its schema is written, so a crash never leaves an empty file where a database should be;
+and an empty file found there is refused rather than taken for a new database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import re
+import logging
+import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,134 +33,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trinity.errors import StoreError
-from trinity.state import Lesson, RunState
-from trinity.store.writer import GroupCommitWriter
+from trinity.events import ENVELOPE, EventBase
+from trinity.state import RunState
+from trinity.store.lease import LEASE_TTL_S, Owner
+from trinity.store.records import Records, _fts_query
+from trinity.store.schema import JOURNAL_VERSION, MIGRATIONS
+from trinity.store.writer import GroupCommitWriter, Statement
+
+__all__ = ["MIGRATIONS", "Store", "_fts_query", "default_db_path", "path_from_url"]
+
+log = logging.getLogger(__name__)
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
-MIGRATIONS: list[str] = [
-    # 1: the first schema
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        task TEXT NOT NULL,
-        plan_file TEXT,
-        model TEXT,
-        workspace TEXT NOT NULL,
-        status TEXT NOT NULL,
-        stop_reason TEXT,
-        stop_detail TEXT NOT NULL DEFAULT '',
-        steps INTEGER NOT NULL DEFAULT 0,
-        input_tokens INTEGER NOT NULL DEFAULT 0,
-        output_tokens INTEGER NOT NULL DEFAULT 0,
-        report TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        finished_at REAL
-    );
-    CREATE INDEX runs_created ON runs(created_at);
-    CREATE TABLE steps (
-        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        revision INTEGER NOT NULL,
-        position INTEGER NOT NULL,
-        step_id TEXT NOT NULL,
-        tool TEXT NOT NULL,
-        args TEXT NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        verdict TEXT,
-        PRIMARY KEY (run_id, revision, position)
-    ) WITHOUT ROWID;
-    -- events and checkpoints carry kilobytes of JSON: rowid tables with a separate key index
-    -- keep their B-trees small (WITHOUT ROWID suits only small rows)
-    CREATE TABLE events (
-        run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        ts REAL NOT NULL,
-        kind TEXT NOT NULL,
-        node TEXT,
-        data TEXT NOT NULL,
-        UNIQUE (run_id, seq)
-    );
-    CREATE TABLE checkpoints (
-        run_id TEXT NOT NULL,
-        step INTEGER NOT NULL,
-        next_node TEXT,
-        created_at REAL NOT NULL,
-        state TEXT NOT NULL,
-        UNIQUE (run_id, step)
-    );
-    CREATE TABLE lessons (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT,
-        task TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        text TEXT NOT NULL,
-        tags TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE VIRTUAL TABLE lessons_fts USING fts5(
-        task, text, tags, content='lessons', content_rowid='id'
-    );
-    CREATE TRIGGER lessons_ai AFTER INSERT ON lessons BEGIN
-        INSERT INTO lessons_fts(rowid, task, text, tags)
-        VALUES (new.id, new.task, new.text, new.tags);
-    END;
-    CREATE TRIGGER lessons_ad AFTER DELETE ON lessons BEGIN
-        INSERT INTO lessons_fts(lessons_fts, rowid, task, text, tags)
-        VALUES ('delete', old.id, old.task, old.text, old.tags);
-    END;
-    """,
-    # 2: the permission audit log and people's approvals
-    """
-    CREATE TABLE audit (
-        id INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        step_id TEXT,
-        tool TEXT NOT NULL,
-        args TEXT NOT NULL,
-        decision TEXT NOT NULL,  -- allow | ask | deny (actor 'policy'); approve | deny (a person)
-        rule INTEGER,            -- the deciding rule's number (from 1); NULL: the default
-        reason TEXT NOT NULL DEFAULT '',
-        actor TEXT NOT NULL,
-        ts REAL NOT NULL
-    );
-    CREATE INDEX audit_run ON audit(run_id, id);
-    CREATE TABLE approvals (
-        run_id TEXT NOT NULL,
-        revision INTEGER NOT NULL,  -- plan revision: a replanned step may reuse an id
-        step_id TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        decision TEXT NOT NULL,     -- approve | deny
-        actor TEXT NOT NULL,
-        ts REAL NOT NULL,
-        note TEXT,
-        PRIMARY KEY (run_id, revision, step_id, attempt)
-    ) WITHOUT ROWID;
-    """,
-    # 3: cancel requests from another process (``trinity runs cancel``)
-    """
-    ALTER TABLE runs ADD COLUMN cancel_requested_at REAL;
-    ALTER TABLE runs ADD COLUMN cancel_grace_s REAL;
-    """,
-]
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOPWORDS = frozenset(
-    "a an and are as at be by for from in into is it of on or that the this to with "
-    "then than file files".split()
+_EVENT_INSERT = (
+    "INSERT INTO events (run_id, seq, epoch, ts, kind, node, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _fts_query(text: str, max_terms: int = 24) -> str:
-    """An FTS5 query matching any significant word of ``text`` (quoted: no syntax injection)."""
-    terms: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        if len(word) < 3 or word in _STOPWORDS or word in terms:
-            continue
-        terms.append(word)
-        if len(terms) == max_terms:
-            break
-    return " OR ".join(f'"{term}"' for term in terms)
+_LEASE_LOST = "lease lost: another process took this run over"
 
 
 def default_db_path() -> Path:
@@ -168,7 +70,29 @@ def path_from_url(url: str) -> Path:
     return Path(url).expanduser()
 
 
-class Store:
+def schema_version(path: Path) -> int:
+    """The schema version of a database file, read without changing it."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def check_not_empty(path: Path) -> None:
+    """Refuse an empty file where a database should be: SQLite would silently take it for a
+    new, empty database, and every run in it would seem gone."""
+    if path.exists() and path.stat().st_size == 0:
+        wal = path.with_name(path.name + "-wal")
+        if not (wal.exists() and wal.stat().st_size > 0):
+            raise StoreError(
+                f"{path} is empty (0 bytes), not a Trinity database: it was truncated, or is "
+                "not the file you meant. Restore it from a backup, or remove it to start a new "
+                "database"
+            )
+
+
+class Store(Records):
     """All persistence of one Trinity installation."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
@@ -180,6 +104,9 @@ class Store:
             raise StoreError(
                 f"cannot create the database folder {self.path.parent}: {exc}"
             ) from None
+        check_not_empty(self.path)
+        if not self.path.exists():
+            self._create()
         self._migrate()
         self.writer = GroupCommitWriter(self._connect)
         self._local = threading.local()
@@ -190,8 +117,10 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+    def _connect(self, path: Path | None = None) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            path or self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -205,6 +134,26 @@ class Store:
             self._local.conn = conn
         return conn
 
+    def _create(self) -> None:
+        """Make a new database: schema written under a temporary name (mode 0600), then moved
+        into place. A process that lost the race uses the winner's database."""
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        os.close(fd)  # mkstemp makes it 0600; SQLite keeps the mode
+        try:
+            conn = self._connect(Path(temp))
+            try:
+                _apply_migrations(conn, 0)
+            finally:
+                conn.close()
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(temp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot create the database {self.path}: {exc}") from None
+        finally:
+            for leftover in (temp, f"{temp}-wal", f"{temp}-shm"):
+                with contextlib.suppress(OSError):
+                    os.unlink(leftover)
+
     def _migrate(self) -> None:
         try:
             conn = self._connect()
@@ -217,12 +166,27 @@ class Store:
                     f"{self.path} has schema version {version}, newer than this Trinity "
                     f"({len(MIGRATIONS)}): upgrade trinity-runtime"
                 )
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+            _apply_migrations(conn, version)
+            if 0 < version < JOURNAL_VERSION:
+                # The checkpoints table it dropped may have held most of the file.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("VACUUM")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot migrate the database {self.path}: {exc}") from None
         finally:
             conn.close()
+
+    def check_integrity(self, *, full: bool = False) -> list[str]:
+        """SQLite's ``quick_check`` (``integrity_check`` with ``full``): the problems it finds,
+        or an empty list."""
+        pragma = "integrity_check" if full else "quick_check"
+        try:
+            with self._read() as conn:
+                rows = conn.execute(f"PRAGMA {pragma}").fetchall()
+        except StoreError as exc:
+            return [str(exc)]
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else found
 
     def close(self) -> None:
         self.writer.close()
@@ -240,61 +204,79 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    async def create_run(self, state: RunState) -> None:
-        await self.writer.write_durable(
-            "INSERT INTO runs (id, task, plan_file, model, workspace, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                state.run_id,
-                state.task.text,
-                state.task.plan_file,
-                state.model,
-                state.task.workspace,
-                state.status.value,
-                state.started_at,
-            ),
-        )
-
-    async def finish_run(self, state: RunState, report: str) -> None:
-        """Record a run's outcome and its steps, in one transaction with its last checkpoint."""
-        w = self.writer
-        w.write(
-            "UPDATE runs SET status=?, stop_reason=?, stop_detail=?, steps=?, input_tokens=?, "
-            "output_tokens=?, report=?, finished_at=?, model=? WHERE id=?",
-            (
-                state.status.value,
-                state.stop_reason.value if state.stop_reason else None,
-                state.stop_detail,
-                state.step,
-                state.usage.input_tokens,
-                state.usage.output_tokens,
-                report,
-                state.finished_at or time.time(),
-                state.model,
-                state.run_id,
-            ),
-        )
-        w.write("DELETE FROM steps WHERE run_id=?", (state.run_id,))
-        for revision, plan in enumerate(
-            [*state.plan_history, *([state.plan] if state.plan else [])]
-        ):
-            for position, step in enumerate(plan.steps):
-                verdict = step.attempts[-1].verdict if step.attempts else None
-                w.write(
-                    "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    def create_run(self, state: RunState, owner: Owner, snapshot: str) -> asyncio.Future[None]:
+        """Insert a run, held by ``owner`` (lease epoch 1), with its first snapshot, in one
+        durable transaction: once the future resolves the run can always be resumed."""
+        expires = time.time() + LEASE_TTL_S
+        return self.writer.write_all(
+            [
+                Statement(
+                    "INSERT INTO runs (id, task, plan_file, model, workspace, status, created_at, "
+                    "lease_owner, lease_expires_at, lease_epoch) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
                     (
                         state.run_id,
-                        revision,
-                        position,
-                        step.id,
-                        step.tool,
-                        json.dumps(step.args),
-                        step.status.value,
-                        len(step.attempts),
-                        verdict.model_dump_json() if verdict else None,
+                        state.task.text,
+                        state.task.plan_file,
+                        state.model,
+                        state.task.workspace,
+                        state.status.value,
+                        state.started_at,
+                        owner.to_json(),
+                        expires,
                     ),
+                ),
+                *self.snapshot_statements(state.run_id, 1, 0, snapshot),
+            ]
+        )
+
+    def finish_statements(self, state: RunState, report: str, epoch: int) -> list[Statement]:
+        """A run's outcome, its steps and the release of its lease (fenced: nothing is written
+        unless this process still holds the lease)."""
+        statements = [
+            Statement(
+                "UPDATE runs SET status=?, stop_reason=?, stop_detail=?, steps=?, input_tokens=?, "
+                "output_tokens=?, report=?, finished_at=?, model=?, lease_owner=NULL, "
+                "lease_expires_at=NULL WHERE id=? AND lease_epoch=?",
+                (
+                    state.status.value,
+                    state.stop_reason.value if state.stop_reason else None,
+                    state.stop_detail,
+                    state.step,
+                    state.usage.input_tokens,
+                    state.usage.output_tokens,
+                    report,
+                    state.finished_at or time.time(),
+                    state.model,
+                    state.run_id,
+                    epoch,
+                ),
+                expect_rows=1,
+                mismatch=_LEASE_LOST,
+            ),
+            Statement("DELETE FROM steps WHERE run_id=?", (state.run_id,)),
+        ]
+        plans = [*state.plan_history, *([state.plan] if state.plan is not None else [])]
+        for revision, plan in enumerate(plans):
+            for position, step in enumerate(plan.steps):
+                verdict = step.attempts[-1].verdict if step.attempts else None
+                statements.append(
+                    Statement(
+                        "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            state.run_id,
+                            revision,
+                            position,
+                            step.id,
+                            step.tool,
+                            json.dumps(step.args),
+                            step.status.value,
+                            len(step.attempts),
+                            verdict.model_dump_json() if verdict else None,
+                        ),
+                    )
                 )
-        await w.flush()
+        return statements
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
@@ -320,45 +302,88 @@ class Store:
             ).fetchall()
         return [dict(row) for row in rows]
 
-    def count(self, table: Literal["runs", "steps", "events", "checkpoints", "lessons"]) -> int:
+    def count(self, table: Literal["runs", "steps", "events", "snapshots", "lessons"]) -> int:
         with self._read() as conn:
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    # -- leases --------------------------------------------------------------------------------
 
-    def save_checkpoint(
-        self, run_id: str, step: int, next_node: str | None, state_json: str, *, durable: bool
-    ) -> asyncio.Future[None] | None:
-        params = (run_id, step, next_node, time.time(), state_json)
-        sql = "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?, ?)"
-        if durable:
-            return self.writer.write_durable(sql, params)
-        self.writer.write(sql, params)
-        return None
-
-    def latest_checkpoint(self, run_id: str) -> tuple[int, str | None, str] | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT step, next_node, state FROM checkpoints WHERE run_id=? "
-                "ORDER BY step DESC LIMIT 1",
-                (run_id,),
-            ).fetchone()
-        return (row[0], row[1], row[2]) if row else None
-
-    # -- events --------------------------------------------------------------------------------
-
-    def add_event(
-        self, run_id: str, seq: int, kind: str, node: str | None, data: dict[str, Any]
-    ) -> None:
-        self.writer.write(
-            "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, seq, time.time(), kind, node, json.dumps(data, default=str)),
+    def take_lease(self, run_id: str, owner: Owner, epoch: int) -> asyncio.Future[None]:
+        """Become the run's executor if its lease epoch is still ``epoch`` (compare and swap:
+        of two processes that read the same epoch, one wins); the new epoch is ``epoch + 1``.
+        Fails with :class:`~trinity.errors.LeaseLostError` for the loser."""
+        return self.writer.write_all(
+            [
+                Statement(
+                    "UPDATE runs SET lease_owner=?, lease_expires_at=?, lease_epoch=lease_epoch+1 "
+                    "WHERE id=? AND lease_epoch=?",
+                    (owner.to_json(), time.time() + LEASE_TTL_S, run_id, epoch),
+                    expect_rows=1,
+                    mismatch="lease lost: another process took this run first",
+                )
+            ]
         )
+
+    def renew_lease(self, run_id: str, epoch: int) -> asyncio.Future[None]:
+        return self.writer.write_all([self._lease_update(run_id, epoch, time.time() + LEASE_TTL_S)])
+
+    def release_lease(self, run_id: str, epoch: int) -> asyncio.Future[None]:
+        return self.writer.write_all([self._lease_update(run_id, epoch, None)])
+
+    def _lease_update(self, run_id: str, epoch: int, expires: float | None) -> Statement:
+        owner = "lease_owner" if expires is not None else "NULL"
+        return Statement(
+            f"UPDATE runs SET lease_owner={owner}, lease_expires_at=? WHERE id=? AND lease_epoch=?",
+            (expires, run_id, epoch),
+            expect_rows=1,
+            mismatch=_LEASE_LOST,
+        )
+
+    def mark_running(self, run_id: str, epoch: int) -> asyncio.Future[None]:
+        """A resumed or approved run is going again: ``running``, no stop, no cancel request."""
+        return self.writer.write_all(
+            [
+                Statement(
+                    "UPDATE runs SET status='running', stop_reason=NULL, stop_detail='', "
+                    "finished_at=NULL, cancel_requested_at=NULL, cancel_grace_s=NULL "
+                    "WHERE id=? AND lease_epoch=?",
+                    (run_id, epoch),
+                    expect_rows=1,
+                    mismatch=_LEASE_LOST,
+                )
+            ]
+        )
+
+    # -- the journal: events and snapshots -----------------------------------------------------
+
+    @staticmethod
+    def event_statement(event: EventBase, epoch: int) -> Statement:
+        return Statement(
+            _EVENT_INSERT,
+            (
+                event.run_id,
+                event.seq,
+                epoch,
+                event.ts,
+                event.kind,
+                event.node,
+                # a checkpoint's empty parts are left out: they are most of its entries
+                event.model_dump_json(
+                    exclude=ENVELOPE, exclude_defaults=event.kind == "checkpoint"
+                ),
+            ),
+        )
+
+    def append_event(self, event: EventBase, epoch: int) -> asyncio.Future[None] | None:
+        """Queue an event for the next group commit; the future tells whether it landed
+        (``None`` when no event loop runs: it was written before this returned)."""
+        statement = self.event_statement(event, epoch)
+        return self.writer.write_tracked(statement.sql, statement.params)
 
     def last_event_seq(self, run_id: str) -> int:
         with self._read() as conn:
             row = conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
-        return row[0] or 0
+        return int(row[0] or 0)
 
     def list_events(self, run_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -368,142 +393,40 @@ class Store:
             ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
-    # -- permissions: audit log and approvals --------------------------------------------------
-
-    def add_audit(
-        self,
-        run_id: str,
-        step_id: str | None,
-        tool: str,
-        args: dict[str, Any],
-        decision: str,
-        rule: int | None,
-        reason: str,
-        actor: str,
-    ) -> None:
-        """Record a permission decision (fire and forget: it commits with the next batch, and
-        the run's final flush waits for it)."""
-        self.writer.write(
-            "INSERT INTO audit (run_id, step_id, tool, args, decision, rule, reason, actor, ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                step_id,
-                tool,
-                json.dumps(args, default=str),
-                decision,
-                rule,
-                reason,
-                actor,
-                time.time(),
-            ),
-        )
-
-    def list_audit(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's audit rows, oldest first, with ``args`` parsed."""
+    def checkpoints_after(self, run_id: str, seq: int) -> Iterator[dict[str, Any]]:
+        """The data of a run's ``checkpoint`` events after ``seq``, in order."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT run_id, step_id, tool, args, decision, rule, reason, actor, ts "
-                "FROM audit WHERE run_id=? ORDER BY id",
-                (run_id,),
-            ).fetchall()
-        return [{**dict(row), "args": json.loads(row["args"])} for row in rows]
-
-    def request_cancel(self, run_id: str, grace_s: float) -> None:
-        """Ask the process running ``run_id`` to stop it (see :meth:`Runtime._watch_cancel`)."""
-        self.writer.write(
-            "UPDATE runs SET cancel_requested_at=?, cancel_grace_s=? WHERE id=?",
-            (time.time(), grace_s, run_id),
-        )
-
-    def cancel_request(self, run_id: str) -> tuple[float, float] | None:
-        """``(requested_at, grace_s)`` when somebody asked to cancel the run, else ``None``."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT cancel_requested_at, cancel_grace_s FROM runs WHERE id=?", (run_id,)
-            ).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return float(row[0]), float(row[1] or 0.0)
-
-    def clear_cancel_request(self, run_id: str) -> None:
-        self.writer.write(
-            "UPDATE runs SET cancel_requested_at=NULL, cancel_grace_s=NULL WHERE id=?", (run_id,)
-        )
-
-    async def set_approval(
-        self,
-        run_id: str,
-        step_id: str,
-        attempt: int,
-        decision: Literal["approve", "deny"],
-        actor: str,
-        note: str | None = None,
-        *,
-        revision: int = 0,
-    ) -> bool:
-        """Record a person's decision on one pending call, durably. Returns ``False`` (and
-        changes nothing) when that call already has a decision: the first one stands."""
-        try:
-            await self.writer.write_durable(
-                "INSERT INTO approvals (run_id, revision, step_id, attempt, decision, actor, ts, "
-                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, revision, step_id, attempt, decision, actor, time.time(), note),
+                "SELECT data FROM events WHERE run_id=? AND seq>? AND kind='checkpoint' "
+                "ORDER BY seq",
+                (run_id, seq),
             )
-        except StoreError as exc:
-            if "UNIQUE" not in str(exc):
-                raise
-            return False
-        return True
+            for (data,) in rows:
+                yield json.loads(data)
 
-    def get_approval(
-        self, run_id: str, step_id: str, attempt: int, *, revision: int = 0
-    ) -> dict[str, Any] | None:
-        """The decision recorded for one call, or ``None``."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT * FROM approvals WHERE run_id=? AND revision=? AND step_id=? AND attempt=?",
-                (run_id, revision, step_id, attempt),
-            ).fetchone()
-        return dict(row) if row else None
-
-    # -- lessons -------------------------------------------------------------------------------
-
-    async def add_lessons(self, lessons: list[Lesson]) -> None:
-        for lesson in lessons:
-            self.writer.write(
-                "INSERT INTO lessons (run_id, task, outcome, text, tags, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    lesson.run_id,
-                    lesson.task,
-                    lesson.outcome,
-                    lesson.text,
-                    " ".join(lesson.tags),
-                    lesson.created_at,
-                ),
-            )
-        await self.writer.flush()
-
-    def search_lessons(self, text: str, limit: int = 5) -> list[Lesson]:
-        query = _fts_query(text)
-        if not query:
-            return []
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT l.* FROM lessons_fts f JOIN lessons l ON l.id = f.rowid "
-                "WHERE lessons_fts MATCH ? ORDER BY bm25(lessons_fts) LIMIT ?",
-                (query, limit),
-            ).fetchall()
+    def snapshot_statements(
+        self, run_id: str, epoch: int, seq: int, state_json: str
+    ) -> list[Statement]:
+        """A new snapshot (the state after event ``seq``), and the end of the older ones."""
         return [
-            Lesson(
-                id=row["id"],
-                run_id=row["run_id"],
-                task=row["task"],
-                outcome=row["outcome"],
-                text=row["text"],
-                tags=row["tags"].split(),
-                created_at=row["created_at"],
-            )
-            for row in rows
+            Statement(
+                "INSERT INTO snapshots (run_id, seq, epoch, created_at, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, seq, epoch, time.time(), state_json),
+            ),
+            Statement("DELETE FROM snapshots WHERE run_id=? AND seq<?", (run_id, seq)),
         ]
+
+    def latest_snapshot(self, run_id: str) -> tuple[int, str] | None:
+        """``(seq, state JSON)`` of a run's newest snapshot."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT seq, state FROM snapshots WHERE run_id=? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+
+def _apply_migrations(conn: sqlite3.Connection, version: int) -> None:
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")

@@ -15,7 +15,11 @@ another process holds the database's write lock, nothing blocks the loop either:
 written wholly on the thread.
 
 Callers get an ``asyncio.Future`` that resolves once their write is durable (``write_durable``),
-or fire and forget (``write``); ``flush()`` waits for everything queued so far.
+or fire and forget (``write``); ``flush()`` waits for everything queued so far. A
+:class:`Statement` may say how many rows it must change (a fenced update changes one, or the
+writer lost its lease), and :meth:`GroupCommitWriter.write_all` writes several statements all or
+none: when one fails, the others of its group are rolled back with it, and no other caller's
+write is.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from trinity.errors import StoreError
+from trinity.errors import LeaseLostError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,25 @@ INLINE_COMMIT_S = sys.getswitchinterval()
 A commit shorter than the GIL switch interval costs the loop less than handing it over."""
 
 
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement for :meth:`GroupCommitWriter.write_all`."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    expect_rows: int | None = None
+    """Rows the statement must change; otherwise its group fails with :attr:`mismatch`."""
+    mismatch: str = ""
+    """The error message when it changes another number of rows."""
+
+
 @dataclass(slots=True)
 class _Write:
     sql: str
     params: Sequence[Any]
     future: asyncio.Future[None] | None
+    group: tuple[Statement, ...] | None = None
+    """Several statements written all or none (``sql`` is then empty)."""
 
 
 class GroupCommitWriter:
@@ -85,6 +103,27 @@ class GroupCommitWriter:
         future = asyncio.get_running_loop().create_future()
         self._submit(_Write(sql, params, future))
         return future
+
+    def write_tracked(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None] | None:
+        """:meth:`write_durable` on an event loop; outside one, written before it returns
+        (``None``)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.write(sql, params)
+            return None
+        return self.write_durable(sql, params)
+
+    def write_all(self, statements: Sequence[Statement]) -> asyncio.Future[None]:
+        """Queue statements that commit together or not at all; the future resolves once they
+        are committed (or fails with the first one's error, and none of them is)."""
+        future = asyncio.get_running_loop().create_future()
+        self._submit(_Write("", (), future, tuple(statements)))
+        return future
+
+    def write_all_now(self, statements: Sequence[Statement]) -> None:
+        """:meth:`write_all` outside an event loop: written before it returns (or raises)."""
+        self._submit(_Write("", (), None, tuple(statements)))
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
@@ -125,7 +164,8 @@ class GroupCommitWriter:
         try:
             job = self._begin(batch)
         except sqlite3.Error as exc:
-            failure = StoreError(f"database write failed: {exc}")
+            self._rollback_quietly()
+            failure = store_error(exc, "database write failed")
             job = functools.partial(dict.fromkeys, range(len(batch)), failure)
         inline = isinstance(job, functools.partial) and job.func == self._commit
         if inline and self._fast_disk() and any(item.future is not None for item in batch):
@@ -158,10 +198,18 @@ class GroupCommitWriter:
             conn.execute("PRAGMA busy_timeout=30000")
         try:
             _execute_merged(conn, batch, self._variable_limit)
-        except sqlite3.Error:
-            conn.execute("ROLLBACK")
+        except (sqlite3.Error, StoreError):
+            self._rollback_quietly()
             return functools.partial(self._one_by_one, batch)
         return functools.partial(self._commit, batch)
+
+    def _rollback_quietly(self) -> None:
+        """Roll back whatever is open. SQLite may already have rolled the transaction back
+        itself (disk full, I/O error), and a ROLLBACK then fails: that must not break the
+        writer."""
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
 
     def _then_idle(self, job: Callable[[], dict[int, BaseException]]) -> dict[int, BaseException]:
         try:
@@ -204,10 +252,9 @@ class GroupCommitWriter:
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
+            self._rollback_quietly()
             log.error("database commit failed: %s", exc)
-            return dict.fromkeys(range(len(batch)), StoreError(f"database commit failed: {exc}"))
+            return dict.fromkeys(range(len(batch)), store_error(exc, "database commit failed"))
         # a moving average, so one slow commit does not move every commit off the loop
         took = time.perf_counter() - started
         self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * took
@@ -219,9 +266,8 @@ class GroupCommitWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             _execute_merged(self._conn, batch, self._variable_limit)
-        except sqlite3.Error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+        except (sqlite3.Error, StoreError):
+            self._rollback_quietly()
             return self._one_by_one(batch)
         return self._commit(batch)
 
@@ -229,17 +275,20 @@ class GroupCommitWriter:
         """After a failed batch, find the culprit: each write in its own transaction."""
         errors: dict[int, BaseException] = {}
         for index, item in enumerate(batch):
-            if not item.sql:
+            if not item.sql and not item.group:
                 continue
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(item.sql, item.params)
+                _execute_one(self._conn, item)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+            except (sqlite3.Error, StoreError) as exc:
+                self._rollback_quietly()
                 log.debug("database write failed: %s (%s)", exc, item.sql[:60])
-                errors[index] = StoreError(f"database write failed: {exc}")
+                errors[index] = (
+                    exc
+                    if isinstance(exc, StoreError)
+                    else store_error(exc, "database write failed")
+                )
         self.batches += 1
         self.writes += len(batch)
         return errors
@@ -285,6 +334,34 @@ def _multi_row(sql: str, rows: int) -> str:
     return sql + (", " + (_row_group(sql) or "")) * (rows - 1)
 
 
+def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
+    """The error to hand a caller for a failed write: :class:`LeaseLostError` when the store's
+    fencing trigger refused it (another process took over the run), else a :class:`StoreError`
+    that says what the database said (disk full, read-only, I/O error…)."""
+    if LEASE_LOST in str(exc):
+        return LeaseLostError(
+            "another process took over this run (its lease passed to a newer owner); this "
+            "process may not write to it any more"
+        )
+    return StoreError(f"{doing}: {exc}")
+
+
+LEASE_LOST = "trinity: lease lost"
+"""The message of the store's fencing triggers (see :mod:`trinity.store.schema`)."""
+
+
+def _execute_one(conn: sqlite3.Connection, item: _Write) -> None:
+    if item.group is None:
+        conn.execute(item.sql, item.params)
+        return
+    for statement in item.group:
+        cursor = conn.execute(statement.sql, statement.params)
+        if statement.expect_rows is not None and cursor.rowcount != statement.expect_rows:
+            raise (LeaseLostError if "lease" in statement.mismatch else StoreError)(
+                statement.mismatch or f"expected {statement.expect_rows} row(s) to change"
+            )
+
+
 def _execute_merged(conn: sqlite3.Connection, writes: list[_Write], variable_limit: int) -> None:
     """Execute writes in order, merging runs of the same one-row INSERT into multi-row ones
     (fewer statements, fewer GIL hand-offs). Chunk sizes are fixed so the connection's statement
@@ -292,6 +369,10 @@ def _execute_merged(conn: sqlite3.Connection, writes: list[_Write], variable_lim
     index, total = 0, len(writes)
     while index < total:
         item = writes[index]
+        if item.group is not None:
+            _execute_one(conn, item)
+            index += 1
+            continue
         if not item.sql:
             index += 1
             continue

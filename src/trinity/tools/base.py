@@ -16,6 +16,15 @@ class ToolSpec:
     description: str
     input_schema: dict[str, Any] = field(default_factory=dict)
     """JSON schema of the arguments object."""
+    idempotent: bool = False
+    """Making the same call twice leaves things as making it once (reads, a write of the same
+    content): a call cut off by a crash may simply be made again."""
+    idempotent_unless: tuple[str, ...] = ()
+    """Arguments that, when true, make a call of this tool not idempotent (``append``)."""
+
+    def repeatable(self, args: dict[str, Any]) -> bool:
+        """Whether this call may be made again without changing more than it did once."""
+        return self.idempotent and not any(args.get(name) for name in self.idempotent_unless)
 
 
 @runtime_checkable

@@ -1,8 +1,9 @@
 """Child processes for ``shell.run``, ``python.run`` and the ``fs.search`` worker.
 
 A child gets the environment minus anything that looks like a secret, runs in its own process
-group (killed whole when its time is up or the caller gives up), and can be started under
-kernel resource limits (:class:`~trinity.tools.builtin.args.ProcessLimits`) that it cannot
+group (killed whole when it ends, when its time is up or when the caller gives up; and, through
+the :mod:`~trinity.tools.reaper`, when this process dies, however it dies), and can be started
+under kernel resource limits (:class:`~trinity.tools.builtin.args.ProcessLimits`) that it cannot
 raise. Its output is captured up to a cap without ever blocking it on a full pipe, and the
 result says why it ended: exit code, signal, or the limit it ran into.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from trinity.state import ToolResult
 from trinity.tools.builtin.args import _CAPTURE_BYTES, ProcessLimits
 from trinity.tools.builtin.output import _cap
+from trinity.tools.reaper import REAPER, reap_group
 
 _SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
@@ -96,6 +98,7 @@ async def _run_process(
     output (reading, and discarding, the rest so it never blocks on a full pipe), and kill
     its whole process group when ``limit_s`` passes or the caller is cancelled."""
     proc = await spawn()
+    REAPER.track(proc.pid)
     finished = _Finished()
 
     async def feed() -> None:
@@ -124,6 +127,9 @@ async def _run_process(
         if isinstance(exc, asyncio.CancelledError):
             raise
         finished.timed_out = True
+    finally:
+        # What it left in its group (a `cmd &`) dies with the step.
+        reap_group(proc.pid)
     return finished
 
 

@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from trinity.tools.hub.errors import _describe_exception, _Unavailable
 from trinity.tools.mcp_config import HttpServerConfig, ServerConfig, StdioServerConfig
+from trinity.tools.reaper import REAPER, reap_group
 
 # The SDK logs what a misbehaving server does (unparsable stdout lines, a failed session DELETE)
 # at WARNING and above. With no logging configured, Python's last-resort handler would print
@@ -223,6 +224,8 @@ class _Connection:
                 if self._stderr is not None:
                     self._stderr.child_spawned()
                     self.pid = _child_pid_with_stderr(self._stderr.inode)
+                    if self.pid is not None:
+                        REAPER.track(self.pid)  # killed with this process, however it dies
                 session = ClientSession(
                     _WatchedReadStream(read, self._ended.set),
                     write,
@@ -287,7 +290,8 @@ class _Connection:
                 task.cancel()
                 await asyncio.wait({task}, timeout=2.0)
         # The SDK leaves a gracefully exited server's own children alive; Trinity does not.
-        self._kill_group()
+        if self.pid is not None:
+            reap_group(self.pid)
         self.pid = None  # the group is gone: never signal a number that may be reused
         if self._stderr is not None:
             self._stderr.close()

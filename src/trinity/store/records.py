@@ -1,0 +1,209 @@
+"""The store's records beside the run journal: the permission audit log and people's approvals,
+cancel requests from other processes, and lessons (with FTS5 search).
+
+:class:`Records` is a base of :class:`~trinity.store.sqlite.Store`; it only needs the store's
+writer and its reading connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+from trinity.errors import StoreError
+from trinity.state import Lesson
+from trinity.store.writer import GroupCommitWriter, Statement
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from in into is it of on or that the this to with "
+    "then than file files".split()
+)
+_AUDIT_INSERT = (
+    "INSERT INTO audit (run_id, step_id, tool, args, decision, rule, reason, actor, ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _fts_query(text: str, max_terms: int = 24) -> str:
+    """An FTS5 query matching any significant word of ``text`` (quoted: no syntax injection)."""
+    terms: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if len(word) < 3 or word in _STOPWORDS or word in terms:
+            continue
+        terms.append(word)
+        if len(terms) == max_terms:
+            break
+    return " OR ".join(f'"{term}"' for term in terms)
+
+
+class Records:
+    writer: GroupCommitWriter
+    _read: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    """(Both provided by the Store.)"""
+
+    # -- permissions: audit log and approvals --------------------------------------------------
+
+    def add_audit(
+        self,
+        run_id: str,
+        step_id: str | None,
+        tool: str,
+        args: dict[str, Any],
+        decision: str,
+        rule: int | None,
+        reason: str,
+        actor: str,
+    ) -> asyncio.Future[None] | None:
+        """Record a permission decision; the future resolves once it is on disk (a caller
+        that is about to make the call it allows waits for it). Outside an event loop it is
+        written before this returns."""
+        return self.writer.write_tracked(
+            _AUDIT_INSERT,
+            _audit_row(run_id, step_id, tool, args, decision, rule, reason, actor),
+        )
+
+    def list_audit(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's audit rows, oldest first, with ``args`` parsed."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT run_id, step_id, tool, args, decision, rule, reason, actor, ts "
+                "FROM audit WHERE run_id=? ORDER BY id",
+                (run_id,),
+            ).fetchall()
+        return [{**dict(row), "args": json.loads(row["args"])} for row in rows]
+
+    async def set_approval(
+        self,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        decision: Literal["approve", "deny"],
+        actor: str,
+        note: str | None = None,
+        *,
+        revision: int = 0,
+        audit: tuple[str, dict[str, Any], int | None] | None = None,
+    ) -> bool:
+        """Record a person's decision on one pending call, durably, and with it (in the same
+        transaction) its audit row when ``audit`` gives ``(tool, args, rule)``. Returns
+        ``False`` (and changes nothing) when that call already has a decision: the first one
+        stands."""
+        statements = [
+            Statement(
+                "INSERT INTO approvals (run_id, revision, step_id, attempt, decision, actor, ts, "
+                "note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, revision, step_id, attempt, decision, actor, time.time(), note),
+            )
+        ]
+        if audit is not None:
+            tool, args, rule = audit
+            row = _audit_row(run_id, step_id, tool, args, decision, rule, note or "", actor)
+            statements.append(Statement(_AUDIT_INSERT, row))
+        try:
+            await self.writer.write_all(statements)
+        except StoreError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            return False
+        return True
+
+    def get_approval(
+        self, run_id: str, step_id: str, attempt: int, *, revision: int = 0
+    ) -> dict[str, Any] | None:
+        """The decision recorded for one call, or ``None``."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM approvals WHERE run_id=? AND revision=? AND step_id=? AND attempt=?",
+                (run_id, revision, step_id, attempt),
+            ).fetchone()
+        return dict(row) if row else None
+
+    # -- cancel requests -----------------------------------------------------------------------
+
+    def request_cancel(self, run_id: str, grace_s: float) -> None:
+        """Ask the process running ``run_id`` to stop it (see :meth:`Runtime._watch_cancel`)."""
+        self.writer.write(
+            "UPDATE runs SET cancel_requested_at=?, cancel_grace_s=? WHERE id=?",
+            (time.time(), grace_s, run_id),
+        )
+
+    def cancel_request(self, run_id: str) -> tuple[float, float] | None:
+        """``(requested_at, grace_s)`` when somebody asked to cancel the run, else ``None``."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT cancel_requested_at, cancel_grace_s FROM runs WHERE id=?", (run_id,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return float(row[0]), float(row[1] or 0.0)
+
+    # -- lessons -------------------------------------------------------------------------------
+
+    async def add_lessons(self, lessons: list[Lesson]) -> None:
+        for lesson in lessons:
+            self.writer.write(
+                "INSERT INTO lessons (run_id, task, outcome, text, tags, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    lesson.run_id,
+                    lesson.task,
+                    lesson.outcome,
+                    lesson.text,
+                    " ".join(lesson.tags),
+                    lesson.created_at,
+                ),
+            )
+        await self.writer.flush()
+
+    def search_lessons(self, text: str, limit: int = 5) -> list[Lesson]:
+        query = _fts_query(text)
+        if not query:
+            return []
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT l.* FROM lessons_fts f JOIN lessons l ON l.id = f.rowid "
+                "WHERE lessons_fts MATCH ? ORDER BY bm25(lessons_fts) LIMIT ?",
+                (query, limit),
+            ).fetchall()
+        return [
+            Lesson(
+                id=row["id"],
+                run_id=row["run_id"],
+                task=row["task"],
+                outcome=row["outcome"],
+                text=row["text"],
+                tags=row["tags"].split(),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]
+
+
+def _audit_row(
+    run_id: str,
+    step_id: str | None,
+    tool: str,
+    args: dict[str, Any],
+    decision: str,
+    rule: int | None,
+    reason: str,
+    actor: str,
+) -> tuple[Any, ...]:
+    return (
+        run_id,
+        step_id,
+        tool,
+        json.dumps(args, default=str),
+        decision,
+        rule,
+        reason,
+        actor,
+        time.time(),
+    )
