@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mcp_fixtures import NODE, ensure_npm_servers
+from trinity import execution
 from trinity.config import Settings
+from trinity.events import ENVELOPE, Checkpoint, EventBase
 from trinity.store import Store
+from trinity.store.delta import apply_checkpoint
+from trinity.store.journal import RunJournal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +54,47 @@ def node() -> str:
         )
     ensure_npm_servers()
     return NODE
+
+
+class VerifyingJournal(RunJournal):
+    """The run journal, checking at every checkpoint that the journal so far rebuilds exactly
+    the state the run holds: the rule :mod:`trinity.store.delta` relies on (a node changes only
+    the step that is current when it starts), kept by every scenario the tests run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replica = self.state.model_dump(mode="json")
+
+    def __call__(self, event: EventBase) -> None:
+        super().__call__(event)
+        if isinstance(event, Checkpoint):
+            apply_checkpoint(self.replica, event.model_dump(mode="json", exclude=ENVELOPE))
+            actual = self.state.model_dump(mode="json")
+            if self.replica != actual:
+                differ = sorted(k for k in actual if self.replica.get(k) != actual[k])
+                raise AssertionError(
+                    f"the journal of run {event.run_id} no longer rebuilds its state at "
+                    f"checkpoint {event.seq} (node {event.node}): fields {differ} differ"
+                )
+
+
+@pytest.fixture(autouse=True)
+def verify_journals(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every run a test drives in this process checks its journal as it goes (the bus hands
+    subscriber errors to the log: they are collected and fail the test at its end)."""
+    if request.node.get_closest_marker("no_journal_check"):
+        return
+    failures: list[str] = []
+
+    class Checked(VerifyingJournal):
+        def __call__(self, event: EventBase) -> None:
+            try:
+                super().__call__(event)
+            except AssertionError as exc:
+                failures.append(str(exc))
+
+    monkeypatch.setattr(execution, "RunJournal", Checked)
+    yield
+    assert not failures, failures[0]
