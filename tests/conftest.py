@@ -12,9 +12,9 @@ import pytest
 from mcp_fixtures import NODE, ensure_npm_servers
 from trinity import execution
 from trinity.config import Settings
-from trinity.events import ENVELOPE, Checkpoint, EventBase
+from trinity.events import EventBase, JournalEntry, NodeStarted
 from trinity.store import Store
-from trinity.store.delta import apply_checkpoint
+from trinity.store.delta import apply_changes
 from trinity.store.journal import RunJournal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +63,14 @@ class VerifyingJournal(RunJournal):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.replica = self.state.model_dump(mode="json")
+        self.replica = (kwargs.get("journaled") or self.state).model_dump(mode="json")
 
     def __call__(self, event: EventBase) -> None:
         super().__call__(event)
-        if isinstance(event, Checkpoint):
-            apply_checkpoint(self.replica, event.model_dump(mode="json", exclude=ENVELOPE))
+        if isinstance(event, JournalEntry) and (
+            event.changes or not isinstance(event, NodeStarted)
+        ):
+            apply_changes(self.replica, event.changes)
             actual = self.state.model_dump(mode="json")
             if self.replica != actual:
                 differ = sorted(k for k in actual if self.replica.get(k) != actual[k])

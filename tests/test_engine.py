@@ -67,8 +67,8 @@ async def test_runs_to_end_and_checkpoints_every_step() -> None:
     assert state.step == 9  # add, mark, add, mark, ... add
     assert state.trail == ["add", "mark"] * 4 + ["add"]
     steps = [saved.step for saved in cp.states["r"]]
-    assert steps[:-1] == list(range(1, 9))  # one per step (the last step ends the run)
-    assert steps[-1] == 9  # the final checkpoint
+    assert steps[:-1] == list(range(1, 10))  # one as each step finishes
+    assert steps[-1] == 9  # and the run's end
     assert cp.states["r"][-1].stop_reason == "completed"
 
 
@@ -319,8 +319,10 @@ async def test_many_concurrent_runs_share_group_commits(tmp_path) -> None:
         states = await asyncio.gather(*runs)
         assert all(s.stop_reason == StopReason.COMPLETED for s in states)
         with store._read() as conn:
-            kinds = conn.execute("SELECT count(*) FROM events WHERE kind='checkpoint'").fetchone()
-        assert kinds[0] == 200 * 9
+            finished = conn.execute(
+                "SELECT count(*) FROM events WHERE kind='node_finished'"
+            ).fetchone()
+        assert finished[0] == 200 * 9  # every step of every run journaled
         # 1,800 durable checkpoints (plus final ones) in far fewer transactions
         assert store.writer.batches < 200 * 9 / 5
     finally:

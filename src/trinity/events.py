@@ -1,9 +1,11 @@
 """Events: everything that happens in a run, as typed records, and the bus that hands them out.
 
 Each kind of event is a pydantic model with a ``kind`` literal; :data:`Event` is their union,
-keyed on ``kind``. Events are the run's journal: the store writes every one of them in order
-(``checkpoint`` events carry what each graph step changed in the state, so a run can be rebuilt
-from them), and the same events feed the CLI's progress lines and any other subscriber.
+keyed on ``kind``. Events are the run's journal: the store writes every one of them in order,
+and the events that mark a step's boundaries (:class:`JournalEntry`: a run starting, a
+side-effect node starting, a node finishing, a run finishing) carry what changed in the state,
+so a run can be rebuilt from them. The same events feed the CLI's progress lines and any other
+subscriber.
 
 A subscriber is an :data:`EventSink`: a plain function that takes an event. It is called on the
 event loop, synchronously, in the order the events happen, and must not block. An
@@ -17,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -49,10 +51,18 @@ ENVELOPE = frozenset({"kind", "run_id", "seq", "ts", "node"})
 """The fields every event has; the rest are the kind's own data."""
 
 
+class JournalEntry(EventBase):
+    """An event that carries what changed in the run's state since the previous entry
+    (:mod:`trinity.store.delta`): the journal a resume rebuilds the state from."""
+
+    changes: list[list[Any]] = Field(default_factory=list)
+    """``[path, value]`` (set) or ``[path]`` (remove), paths into the state's JSON."""
+
+
 # -- the engine ----------------------------------------------------------------------------------
 
 
-class RunStarted(EventBase):
+class RunStarted(JournalEntry):
     kind: Literal["run_started"] = "run_started"
     start_node: str
     """The node the run starts (or resumes) at."""
@@ -61,12 +71,15 @@ class RunStarted(EventBase):
     resumed: bool = False
 
 
-class NodeStarted(EventBase):
+class NodeStarted(JournalEntry):
+    """Journaled durably, before the node runs, when the node acts on the world (a tool call):
+    its ``changes`` then set ``in_flight``."""
+
     kind: Literal["node_started"] = "node_started"
     step: int
 
 
-class NodeFinished(EventBase):
+class NodeFinished(JournalEntry):
     kind: Literal["node_finished"] = "node_finished"
     step: int
     """Graph steps taken, this one included."""
@@ -75,19 +88,12 @@ class NodeFinished(EventBase):
     """The next node, or ``__end__``."""
 
 
-class Checkpoint(EventBase):
-    """What a graph step changed in the run's state: the journal entry resume rebuilds from.
-
-    Applied to the state before it, in this order: ``set`` replaces top-level fields, ``append``
-    extends list fields, ``steps`` replaces steps of the current plan by position. Also written,
-    durably, just before a side-effect node runs (``set.in_flight`` names it)."""
+class Checkpoint(JournalEntry):
+    """Changes made outside any node: when a run's books are closed (steps cut off, lessons
+    stored) and when a resumed run starts."""
 
     kind: Literal["checkpoint"] = "checkpoint"
     step: int
-    next: str | None = None
-    set: dict[str, Any] = Field(default_factory=dict)
-    append: dict[str, list[Any]] = Field(default_factory=dict)
-    steps: dict[int, Any] = Field(default_factory=dict)
 
 
 class NodeAbandoned(EventBase):
@@ -100,7 +106,7 @@ class RunError(EventBase):
     traceback: str
 
 
-class RunFinished(EventBase):
+class RunFinished(JournalEntry):
     kind: Literal["run_finished"] = "run_finished"
     stop_reason: str
     detail: str = ""
@@ -279,10 +285,13 @@ Event = Annotated[
 """Any event, told apart by ``kind``."""
 
 EVENT_TYPES: dict[str, type[EventBase]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in EventBase.__subclasses__()  # every kind is a direct subclass
+    cls.model_fields["kind"].default: cls for cls in get_args(get_args(Event)[0])
 }
 """``kind -> model``."""
+JOURNAL_KINDS = frozenset(
+    kind for kind, cls in EVENT_TYPES.items() if issubclass(cls, JournalEntry)
+)
+"""The kinds that carry state changes."""
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -76,11 +76,15 @@ async def execute(
     subscribers: Iterable[EventSink],
     cancels: dict[str, asyncio.Event],
     snapshot_bytes: int = 0,
+    journaled: RunState | None = None,
 ) -> RunState:
     """Drive ``state`` to its end as the holder of lease ``epoch``; its events are numbered
-    from ``seq + 1``."""
+    from ``seq + 1``. ``journaled`` is the state as its journal has it, when ``state`` differs
+    (a resume reopened it)."""
     bus = EventBus(state.run_id, seq=seq)
-    journal = RunJournal(store, state, bus, epoch=epoch, snapshot_bytes=snapshot_bytes)
+    journal = RunJournal(
+        store, state, bus, epoch=epoch, snapshot_bytes=snapshot_bytes, journaled=journaled
+    )
     bus.subscribe(journal)  # first: the journal is the record every other view is built from
     for subscriber in subscribers:
         bus.subscribe(subscriber)

@@ -464,6 +464,7 @@ class Runtime:
         run_id = row["id"]
         try:
             state, seq = load_run(self.store, run_id)
+            journaled = state.model_copy()  # reopening only sets top-level fields
             if decide is not None:
                 await decide(state)
             reason = state.stop_reason
@@ -492,7 +493,7 @@ class Runtime:
         except BaseException:
             await services.aclose()
             raise
-        return await self._execute(state, services, subscribers, epoch, seq)
+        return await self._execute(state, services, subscribers, epoch, seq, journaled=journaled)
 
     async def _ended(self, row: dict[str, Any], state: RunState, seq: int, epoch: int) -> RunState:
         """A run that ended. If its process died after the end but before recording it (the
@@ -620,6 +621,7 @@ class Runtime:
         epoch: int,
         seq: int,
         snapshot_bytes: int = 0,
+        journaled: RunState | None = None,
     ) -> RunState:
         return await execute(
             state,
@@ -632,6 +634,7 @@ class Runtime:
             subscribers=[*self._subscribers, *subscribers],
             cancels=self._cancels,
             snapshot_bytes=snapshot_bytes,
+            journaled=journaled,
         )
 
 

@@ -423,7 +423,6 @@ class RunState(EngineState):
     """Index of the step being worked on."""
     decision: Decision | None = None
     """The Meta-Planner's latest decision; the router follows it."""
-    last_verdict: Verdict | None = None
     mcp_servers_file: str | None = None
     """The MCP servers file the run was started with (resume uses it again). Only the path is
     kept: the file may hold credentials that do not belong in checkpoints."""
@@ -450,6 +449,13 @@ class RunState(EngineState):
         if self.plan is None or self.current >= len(self.plan.steps):
             return None
         return self.plan.steps[self.current]
+
+    @property
+    def last_verdict(self) -> Verdict | None:
+        """Grisha's verdict on the current step's latest attempt (what the Meta-Planner decides
+        on next)."""
+        step = self.current_step
+        return step.attempts[-1].verdict if step is not None and step.attempts else None
 
     @property
     def status(self) -> RunStatus:

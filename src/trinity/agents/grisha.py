@@ -117,7 +117,7 @@ class Grisha:
                 summary=verdict.summary,
             )
         )
-        return {"last_verdict": verdict}
+        return {}
 
     async def verify(
         self, state: RunState, step: Step, result: ToolResult, *, interrupted: bool = False

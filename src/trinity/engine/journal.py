@@ -1,22 +1,25 @@
-"""Where the engine records a run as it goes: after every node, and durably before every
-side-effect node."""
+"""Where the engine records a run as it goes.
+
+The engine hands the journal each event that marks a boundary of the run (the run starting, a
+node starting or finishing, the run finishing) just before it emits it, with the state as it is
+at that moment; the journal records what changed. Before a side-effect node (a tool call) the
+engine marks it ``in_flight`` and waits for :meth:`Journal.flush`: the mark is on disk before
+the node acts on the world, so a resumed run knows the action may have happened.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Protocol
 
+from trinity.events import JournalEntry, NodeStarted
 from trinity.state import EngineState
 
 
 class Journal(Protocol):
-    def checkpoint(
-        self, state: EngineState, node: str | None, *, durable: bool
-    ) -> Awaitable[None] | None:
-        """Record what ``node`` changed in ``state`` (``node`` is ``None`` at the run's end).
-        With ``durable=True`` return an awaitable that resolves once the record (and every one
-        before it) is on disk; otherwise it may be pending until :meth:`flush`. Raises
-        :class:`~trinity.errors.StoreError` once the journal can no longer be written."""
+    def record(self, state: EngineState, entry: JournalEntry) -> None:
+        """Note what changed in ``state`` since the last entry (on ``entry``, which is then
+        emitted). Raises :class:`~trinity.errors.StoreError` once the journal can no longer be
+        written."""
         ...
 
     async def flush(self) -> None:
@@ -25,17 +28,18 @@ class Journal(Protocol):
 
 
 class MemoryJournal:
-    """Keeps a copy of the whole state at every checkpoint, in memory. For tests and throwaway
-    runs; :meth:`latest` gives what a resume would start from."""
+    """Keeps a copy of the whole state at every entry that changes it, in memory. For tests
+    and throwaway runs; :meth:`latest` gives what a resume would start from."""
 
     def __init__(self) -> None:
         self.states: dict[str, list[EngineState]] = {}
 
-    def checkpoint(
-        self, state: EngineState, node: str | None, *, durable: bool
-    ) -> Awaitable[None] | None:
+    def record(self, state: EngineState, entry: JournalEntry) -> None:
+        if entry.kind == "run_started" or (
+            isinstance(entry, NodeStarted) and state.in_flight != entry.node
+        ):
+            return
         self.states.setdefault(state.run_id, []).append(state.model_copy(deep=True))
-        return None
 
     async def flush(self) -> None:
         return None

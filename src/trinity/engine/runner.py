@@ -23,6 +23,7 @@ from trinity.engine.watchdog import WATCHDOG, Overrun, _Watch
 from trinity.errors import EngineError, StoreError
 from trinity.events import (
     EventSink,
+    JournalEntry,
     NodeAbandoned,
     NodeFinished,
     NodeStarted,
@@ -104,8 +105,7 @@ class Engine(Generic[S]):
         if not state.started_at:
             state.started_at = time.time()
         node = state.next_node or self.graph.entry
-        if self.events:
-            self.events(RunStarted(start_node=node, step=state.step, resumed=state.step > 0))
+        self._entry(state, RunStarted(start_node=node, step=state.step, resumed=state.step > 0))
         control = _Control()
         # The supervisor waits on a plain future, not on the body: cancelling a task that
         # awaits a task which swallows the cancellation would wait for that task forever. The
@@ -301,7 +301,6 @@ class Engine(Generic[S]):
         put = setattr if type(state).model_config.get("validate_assignment") else _put
         journal = self.journal
         sync = self.durability == "sync"
-        emit = self.events
         max_steps = limits.max_steps
         node_timeout = limits.node_timeout_s
         clock = time.perf_counter
@@ -317,11 +316,14 @@ class Engine(Generic[S]):
             if node in side_effects and journal is not None:
                 # Durable before the action: a resumed run then knows it may have happened.
                 state.in_flight = node
-                marker = journal.checkpoint(state, node, durable=True)
-                if marker is not None:
-                    await marker
-            if emit:
-                emit(NodeStarted(node=node, step=state.step))
+                try:
+                    self._entry(state, NodeStarted(node=node, step=state.step))
+                    await journal.flush()
+                except BaseException:
+                    state.in_flight = None  # the action was not started
+                    raise
+            else:
+                self._entry(state, NodeStarted(node=node, step=state.step))
             started = control.started = clock()
             if node_timeout is None:
                 update = await fn(state)
@@ -356,18 +358,19 @@ class Engine(Generic[S]):
                 state.in_flight = None
                 state.interrupted = False
             following = route(state, node)
-            if emit:
-                emit(NodeFinished(node=node, step=state.step, seconds=elapsed, next=following))
             if following == END:
                 if state.stop_reason is None:
                     state.stop_reason = StopReason.COMPLETED
                 put(state, "next_node", None)
+            else:
+                put(state, "next_node", following)
+            self._entry(
+                state, NodeFinished(node=node, step=state.step, seconds=elapsed, next=following)
+            )
+            if following == END:
                 return
-            put(state, "next_node", following)
-            if journal is not None:
-                pending = journal.checkpoint(state, node, durable=sync)
-                if pending is not None:
-                    await pending
+            if sync and journal is not None:
+                await journal.flush()
             node = following
 
     @staticmethod
@@ -384,18 +387,29 @@ class Engine(Generic[S]):
         state.stop_reason = reason
         state.stop_detail = detail
 
+    def _entry(self, state: S, entry: JournalEntry) -> None:
+        """Journal what changed up to this boundary of the run, then emit it."""
+        if self.journal is not None:
+            self.journal.record(state, entry)
+        if self.events is not None:
+            self.events(entry)
+
     async def _finish(self, state: S) -> None:
         state.finished_at = time.time()
-        if self.events:
-            self.events(RunFinished(stop_reason=str(state.stop_reason), detail=state.stop_detail))
+        entry = RunFinished(stop_reason=str(state.stop_reason), detail=state.stop_detail)
         journal = self.journal
-        if journal is None:
-            return
         try:
-            journal.checkpoint(state, None, durable=False)
-            await journal.flush()
+            if journal is not None:
+                journal.record(state, entry)
         except StoreError as exc:  # the caller closes the books (and reports it)
             log.warning("run %s: its last journal entry was not written: %s", state.run_id, exc)
+        if self.events is not None:
+            self.events(entry)
+        if journal is not None:
+            try:
+                await journal.flush()
+            except StoreError as exc:
+                log.warning("run %s: its journal could not be flushed: %s", state.run_id, exc)
 
 
 def resume_point(state: S) -> S:

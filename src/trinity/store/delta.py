@@ -1,16 +1,19 @@
-"""What a graph step changed in a run's state, and how to apply it again.
+"""What a graph step changed in a run's state, as a short list of changes, and how to apply it.
 
-:class:`StateTracker` remembers the state as last journaled and, after each node, gives the
-difference as a :class:`~trinity.events.Checkpoint`'s fields: top-level fields that changed
-(``set``), items appended to growing lists (``append``), and the steps of the current plan that
-changed (``steps``). Its cost does not depend on how long the run has been going: small fields
-are compared whole, a new plan is written once, and of the plan's steps only the one the node
-worked on (the current step when it started, and when it ended) is looked at.
+A change is ``[path, value]`` (set what ``path`` leads to; a list index one past the end
+appends) or ``[path]`` (remove that key); a path is a list of keys and list indexes into the
+state's JSON document: ``[["node_seconds", "grisha"], 0.0036]``, ``[["plan", "steps", 22,
+"status"], "succeeded"]``. The journal's entries carry them (:mod:`trinity.store.journal`).
 
-That rests on one rule the agents keep, and ``tests/test_journal.py`` checks on every scenario:
-**a node changes only the step that is current when it starts** (Tetyana and Grisha work on it,
-the Meta-Planner moves ``current`` on, Atlas makes a new plan). :func:`apply_checkpoint` replays
-a checkpoint on a state's JSON document.
+:class:`StateTracker` remembers the state as last journaled and gives the changes since. Its
+cost does not depend on how long the run has been going: small fields are compared whole (and
+only their differences written), a new plan is written once, and of the plan's steps only the
+one the node worked on (the current step when it started, and when it ended) is looked at.
+
+That rests on one rule the agents keep, and the tests check on every run they drive (a journal
+that rebuilds the state at each entry, ``tests/conftest.py``): **a node changes only the step
+that is current when it starts** (Tetyana and Grisha work on it, the Meta-Planner moves
+``current`` on, Atlas makes a new plan).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 
 from trinity.state import EngineState, RunState
 
-_MISSING = object()
+Change = list[Any]
+"""``[path, value]`` or ``[path]``."""
 
-_SPECIAL = frozenset({"step", "next_node", "plan", "plan_history"})
-"""Fields a checkpoint carries in its own way (``step``, ``next``) or tracks by hand."""
+_MISSING = object()
+_TRACKED_BY_HAND = frozenset({"plan", "plan_history"})
 _FIXED = frozenset({"run_id", "task", "requested", "permissions", "mcp_servers_file", "started_at"})
 """RunState fields that are set when a run starts and never change afterwards."""
 
@@ -33,8 +37,7 @@ class StateTracker:
     def __init__(self, state: EngineState) -> None:
         fields = set(type(state).model_fields)
         fixed = _FIXED if isinstance(state, RunState) else frozenset()
-        self._small = frozenset(fields - _SPECIAL - fixed)
-        self._plans = isinstance(state, RunState)
+        self._small = fields - _TRACKED_BY_HAND - fixed
         self._last: dict[str, Any] = {}
         self._plan: object = _MISSING
         self._history = 0
@@ -43,8 +46,8 @@ class StateTracker:
         self.reset(state)
 
     def reset(self, state: EngineState) -> None:
-        """Take ``state`` as what is journaled (after a snapshot, or when a run is loaded)."""
-        self._last = state.model_dump(mode="json", include=set(self._small))
+        """Take ``state`` as what is journaled (a run loaded back, or just started)."""
+        self._last = state.model_dump(mode="json", include=self._small)
         if isinstance(state, RunState):
             self._plan = state.plan
             self._history = len(state.plan_history)
@@ -60,30 +63,34 @@ class StateTracker:
         if index not in self._steps and index < len(state.plan.steps):
             self._steps[index] = state.plan.steps[index].model_dump(mode="json")
 
-    def delta(self, state: EngineState) -> dict[str, Any]:
-        """``set``, ``append`` and ``steps`` since the last call (or :meth:`reset`)."""
-        now = state.model_dump(mode="json", include=set(self._small))
-        changed = {key: value for key, value in now.items() if self._last.get(key) != value}
-        self._last.update(changed)
-        out: dict[str, Any] = {"set": changed, "append": {}, "steps": {}}
+    def changes(self, state: EngineState) -> list[Change]:
+        """What changed since the last call (or :meth:`reset`)."""
+        out: list[Change] = []
+        now = state.model_dump(mode="json", include=self._small)
+        last = self._last
+        for key, value in now.items():
+            before = last.get(key, _MISSING)
+            if before != value:
+                diff(before, value, [key], out)
+                last[key] = value
         if isinstance(state, RunState):
-            self._plan_delta(state, out)
+            self._plan_changes(state, out)
         return out
 
-    def _plan_delta(self, state: RunState, out: dict[str, Any]) -> None:
+    def _plan_changes(self, state: RunState, out: list[Change]) -> None:
         history = state.plan_history
-        if len(history) > self._history:
-            out["append"]["plan_history"] = [
-                plan.model_dump(mode="json") for plan in history[self._history :]
-            ]
-        elif len(history) < self._history:
-            out["set"]["plan_history"] = [plan.model_dump(mode="json") for plan in history]
-        self._history = len(history)
+        if len(history) != self._history:
+            if len(history) > self._history:
+                for index in range(self._history, len(history)):
+                    out.append([["plan_history", index], history[index].model_dump(mode="json")])
+            else:
+                out.append([["plan_history"], [plan.model_dump(mode="json") for plan in history]])
+            self._history = len(history)
         plan = state.plan
         if plan is not self._plan:
             self._plan = plan
             self._steps = {}
-            out["set"]["plan"] = plan.model_dump(mode="json") if plan is not None else None
+            out.append([["plan"], plan.model_dump(mode="json") if plan is not None else None])
             return
         if plan is None:
             return
@@ -93,8 +100,8 @@ class StateTracker:
                 continue
             dumped = plan.steps[index].model_dump(mode="json")
             before = self._steps.get(index, _MISSING)
-            if before is not _MISSING and before != dumped:
-                out["steps"][index] = dumped
+            if before is not _MISSING:
+                diff(before, dumped, ["plan", "steps", index], out)
             self._steps[index] = dumped  # a step first seen at a node's end is its baseline
         self._started_at = None
         # Steps behind the current one are done with; keep memory flat on long runs.
@@ -103,16 +110,41 @@ class StateTracker:
                 del self._steps[index]
 
 
-def apply_checkpoint(doc: dict[str, Any], checkpoint: dict[str, Any]) -> None:
-    """Replay a checkpoint's data (``step``, ``next``, ``set``, ``append``, ``steps``) on a
-    state's JSON document, in place."""
-    doc["step"] = checkpoint["step"]
-    doc["next_node"] = checkpoint.get("next")
-    doc.update(checkpoint.get("set") or {})
-    for name, items in (checkpoint.get("append") or {}).items():
-        doc[name] = [*(doc.get(name) or []), *items]
-    steps = checkpoint.get("steps") or {}
-    if steps:
-        plan_steps = doc["plan"]["steps"]
-        for index, step in steps.items():
-            plan_steps[int(index)] = step
+def diff(before: Any, after: Any, path: list[Any], out: list[Change]) -> None:
+    """Append to ``out`` the changes that turn ``before`` into ``after`` (JSON values)."""
+    if before == after:
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key, value in after.items():
+            old = before.get(key, _MISSING)
+            if old is _MISSING:
+                out.append([[*path, key], value])
+            elif old != value:
+                diff(old, value, [*path, key], out)
+        for key in before.keys() - after.keys():
+            out.append([[*path, key]])
+        return
+    if isinstance(before, list) and isinstance(after, list) and len(after) >= len(before):
+        for index, old in enumerate(before):
+            if old != after[index]:
+                diff(old, after[index], [*path, index], out)
+        for index in range(len(before), len(after)):
+            out.append([[*path, index], after[index]])
+        return
+    out.append([path, after])
+
+
+def apply_changes(doc: dict[str, Any], changes: list[Change]) -> None:
+    """Replay changes on a state's JSON document, in place."""
+    for change in changes:
+        path = change[0]
+        target: Any = doc
+        for key in path[:-1]:
+            target = target[key]
+        last = path[-1]
+        if len(change) == 1:
+            del target[last]
+        elif isinstance(target, list) and last == len(target):
+            target.append(change[1])
+        else:
+            target[last] = change[1]

@@ -1,18 +1,18 @@
 """One run's journal in the store: written event by event, read back into a :class:`RunState`.
 
-:class:`RunJournal` is the first subscriber of a run's :class:`~trinity.events.EventBus` (every
-event becomes a row) and the engine's journal: after each graph step it emits a
-:class:`~trinity.events.Checkpoint` with what the step changed (:mod:`trinity.store.delta`).
-Writes are group-committed behind the run; :meth:`RunJournal.checkpoint` with ``durable=True``
-waits until everything so far is on disk (the engine asks for that before every tool call). A
-write that fails (disk full, read-only, I/O error, a lost lease) fails the journal for good:
-nothing more is written for the run except its final transaction, which carries a full snapshot
-and so closes the gap; until then the next checkpoint raises, and the run stops.
+:class:`RunJournal` is the engine's journal (the boundary events of a run get the changes in its
+state since the previous one, :mod:`trinity.store.delta`) and the first subscriber of the run's
+:class:`~trinity.events.EventBus` (every event becomes a row). Rows are group-committed behind
+the run; :meth:`RunJournal.flush` waits until everything so far is on disk (the engine asks for
+that before every tool call). A write that fails (disk full, read-only, I/O error, a lost lease)
+fails the journal for good: nothing more is written for the run except its final transaction,
+which carries a full snapshot and so closes the gap; until then the next entry raises, and the
+run stops.
 
-Now and then, and whenever the journal since the last one outweighs the state itself, a compact
+Now and then, when the journal since the last snapshot outweighs the state itself, a compact
 snapshot of the whole state is written (and the older one dropped), so reading a run back never
-replays more than that: :func:`load_run` takes the latest snapshot and applies the checkpoints
-after it.
+replays more than that: :func:`load_run` takes the latest snapshot and applies the changes the
+entries after it carry.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from trinity.errors import LeaseLostError, StoreError
-from trinity.events import Checkpoint, EventBase, EventBus
+from trinity.events import Checkpoint, EventBase, EventBus, JournalEntry, NodeStarted
 from trinity.state import EngineState, RunState
-from trinity.store.delta import StateTracker, apply_checkpoint
+from trinity.store.delta import StateTracker, apply_changes
 from trinity.store.lease import LEASE_TTL_S
 from trinity.store.sqlite import Store
 from trinity.store.writer import Statement
@@ -41,7 +41,10 @@ the last snapshot's size (so snapshots cost at most about as much as the journal
 
 
 class RunJournal:
-    """Writes one run's journal as the holder of its lease (epoch ``epoch``)."""
+    """Writes one run's journal as the holder of its lease (epoch ``epoch``).
+
+    ``journaled`` is the state as the journal on disk has it, when that differs from ``state``
+    (a resume that reopened a cancelled run): the first entry then carries the difference."""
 
     def __init__(
         self,
@@ -51,6 +54,7 @@ class RunJournal:
         *,
         epoch: int,
         snapshot_bytes: int = 0,
+        journaled: EngineState | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -58,16 +62,33 @@ class RunJournal:
         self.epoch = epoch
         self.failure: StoreError | None = None
         """The first write that failed; once set, the run's journal takes no more writes."""
-        self._tracker = StateTracker(state)
+        self._tracker = StateTracker(journaled or state)
         self._since_snapshot = 0
         self._snapshot_bytes = snapshot_bytes
         self._capture: list[Statement] | None = None
 
+    # -- as the engine's journal ---------------------------------------------------------------
+
+    def record(self, state: EngineState, entry: JournalEntry) -> None:
+        """Put on ``entry`` what changed in ``state`` since the last entry."""
+        if self.failure is not None:
+            raise self.failure
+        if isinstance(entry, NodeStarted):
+            self._tracker.begin(state)
+            if state.in_flight != entry.node:
+                return  # nothing changes between one node's end and the next one's start
+        entry.changes = self._tracker.changes(state)
+
+    async def flush(self) -> None:
+        """Wait until everything journaled so far is on disk; raise if any of it failed."""
+        if self.failure is None:
+            await self.store.writer.flush()
+        if self.failure is not None:
+            raise self.failure
+
     # -- as the bus's subscriber ---------------------------------------------------------------
 
     def __call__(self, event: EventBase) -> None:
-        if event.kind == "node_started":
-            self._tracker.begin(self.state)
         statement = Store.event_statement(event, self.epoch)
         self._since_snapshot += len(statement.params[-1])
         if self._capture is not None:
@@ -75,8 +96,13 @@ class RunJournal:
             return
         if self.failure is not None:
             return  # a gap now would corrupt the journal; the final snapshot closes it
-        future = self.store.writer.write_durable(statement.sql, statement.params)
+        future = self.store.writer.write_soon(statement.sql, statement.params)
         future.add_done_callback(self._landed)
+        if self._since_snapshot >= self._snapshot_due() and isinstance(event, JournalEntry):
+            self.snapshot(self.state, urgent=False)
+
+    def _snapshot_due(self) -> int:
+        return max(SNAPSHOT_MIN_BYTES, 2 * self._snapshot_bytes)
 
     def _landed(self, future: asyncio.Future[None]) -> None:
         if future.cancelled() or self.failure is not None:
@@ -86,37 +112,12 @@ class RunJournal:
             self.failure = error if isinstance(error, StoreError) else StoreError(str(error))
             log.error("run %s: journal write failed: %s", self.bus.run_id, error)
 
-    # -- as the engine's journal ---------------------------------------------------------------
-
-    def checkpoint(
-        self, state: EngineState, node: str | None, *, durable: bool
-    ) -> Awaitable[None] | None:
-        """Journal what changed since the last checkpoint. With ``durable``, the returned
-        awaitable resolves once it (and everything before it) is on disk."""
-        if self.failure is not None:
-            raise self.failure
-        self._emit_checkpoint(state, node)
-        if self._since_snapshot >= max(SNAPSHOT_MIN_BYTES, 2 * self._snapshot_bytes):
-            self.snapshot(state)
-        return self.flush() if durable else None
-
-    async def flush(self) -> None:
-        """Wait until everything journaled so far is on disk; raise if any of it failed."""
-        if self.failure is None:
-            await self.store.writer.flush()
-        if self.failure is not None:
-            raise self.failure
-
-    def _emit_checkpoint(self, state: EngineState, node: str | None) -> None:
-        delta = self._tracker.delta(state)
-        self.bus.emit(Checkpoint(node=node, step=state.step, next=state.next_node, **delta))
-
-    def snapshot(self, state: EngineState) -> asyncio.Future[None]:
+    def snapshot(self, state: EngineState, *, urgent: bool = True) -> asyncio.Future[None]:
         """Write a snapshot of the whole state now (a run's first is written with its row by
         :meth:`Store.create_run`); the future resolves once it is on disk."""
         text = state.model_dump_json()
         statements = self.store.snapshot_statements(self.bus.run_id, self.epoch, self.bus.seq, text)
-        future = self.store.writer.write_all(statements)
+        future = self.store.writer.write_all(statements, urgent=urgent)
         future.add_done_callback(self._landed)
         self._snapshot_bytes, self._since_snapshot = len(text), 0
         return future
@@ -124,17 +125,19 @@ class RunJournal:
     # -- the end -------------------------------------------------------------------------------
 
     def finish(self, state: RunState, report: str) -> asyncio.Future[None]:
-        """The run's last checkpoint, its outcome (row, steps, report) and the release of its
-        lease, in one transaction: a run is never left ``running`` by a crash in between.
-        After a failed write it carries a full snapshot too, which closes the gap."""
+        """The run's last entry (what changed since the engine's), its outcome (row, steps,
+        report) and the release of its lease, in one transaction: a run is never left
+        ``running`` by a crash in between. After a failed write it carries a full snapshot
+        too, which closes the gap."""
         self._capture = captured = []
         try:
-            self._emit_checkpoint(state, None)
+            entry = Checkpoint(step=state.step)
+            entry.changes = self._tracker.changes(state)
+            self.bus.emit(entry)
         finally:
             self._capture = None
-        statements = captured
-        threshold = max(SNAPSHOT_MIN_BYTES, 2 * self._snapshot_bytes)
-        if self.failure is not None or self._since_snapshot >= threshold:
+        statements: list[Statement] = captured
+        if self.failure is not None or self._since_snapshot >= self._snapshot_due():
             text = state.model_dump_json()
             statements += self.store.snapshot_statements(
                 state.run_id, self.epoch, self.bus.seq, text
@@ -164,16 +167,16 @@ S = TypeVar("S", bound=EngineState)
 
 
 def load_run(store: Store, run_id: str, state_type: type[S] = RunState) -> tuple[S, int]:  # type: ignore[assignment]
-    """A run's state, rebuilt from its latest snapshot and the checkpoints after it, and the
-    number of its last event."""
+    """A run's state, rebuilt from its latest snapshot and the changes journaled after it, and
+    the number of its last event."""
     latest = store.latest_snapshot(run_id)
     if latest is None:
         raise StoreError(f"run {run_id} has no snapshot in the database: it cannot be read back")
     seq, text = latest
     try:
         doc: dict[str, Any] = json.loads(text)
-        for checkpoint in store.checkpoints_after(run_id, seq):
-            apply_checkpoint(doc, checkpoint)
+        for changes in store.changes_after(run_id, seq):
+            apply_changes(doc, changes)
         state = state_type.model_validate(doc)
     except (ValueError, KeyError, IndexError, TypeError, ValidationError) as exc:
         raise StoreError(f"the journal of run {run_id} cannot be read back: {exc}") from None

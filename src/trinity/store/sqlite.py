@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trinity.errors import StoreError
-from trinity.events import ENVELOPE, EventBase
+from trinity.events import ENVELOPE, JOURNAL_KINDS, EventBase
 from trinity.state import RunState
 from trinity.store.lease import LEASE_TTL_S, Owner
 from trinity.store.records import Records, _fts_query
@@ -50,6 +50,9 @@ _EVENT_INSERT = (
     "INSERT INTO events (run_id, seq, epoch, ts, kind, node, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _LEASE_LOST = "lease lost: another process took this run over"
+_LEFT_OUT = {False: ENVELOPE | {"changes"}, True: ENVELOPE}
+"""What an event's data leaves out: the envelope (its own columns), and the changes of an
+entry that changed nothing (most node starts)."""
 
 
 def default_db_path() -> Path:
@@ -367,10 +370,7 @@ class Store(Records):
                 event.ts,
                 event.kind,
                 event.node,
-                # a checkpoint's empty parts are left out: they are most of its entries
-                event.model_dump_json(
-                    exclude=ENVELOPE, exclude_defaults=event.kind == "checkpoint"
-                ),
+                event.model_dump_json(exclude=_LEFT_OUT[bool(getattr(event, "changes", ()))]),
             ),
         )
 
@@ -393,16 +393,19 @@ class Store(Records):
             ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
-    def checkpoints_after(self, run_id: str, seq: int) -> Iterator[dict[str, Any]]:
-        """The data of a run's ``checkpoint`` events after ``seq``, in order."""
+    def changes_after(self, run_id: str, seq: int) -> Iterator[list[Any]]:
+        """The state changes a run's journal entries after event ``seq`` carry, in order."""
+        kinds = ", ".join(f"'{kind}'" for kind in sorted(JOURNAL_KINDS))
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT data FROM events WHERE run_id=? AND seq>? AND kind='checkpoint' "
+                f"SELECT data FROM events WHERE run_id=? AND seq>? AND kind IN ({kinds}) "
                 "ORDER BY seq",
                 (run_id, seq),
             )
             for (data,) in rows:
-                yield json.loads(data)
+                changes = json.loads(data).get("changes")
+                if changes:
+                    yield changes
 
     def snapshot_statements(
         self, run_id: str, epoch: int, seq: int, state_json: str

@@ -1,9 +1,11 @@
 """Group commit: the writes of many runs share one SQLite transaction and one fsync.
 
 SQLite allows one writer at a time, and a durable commit costs an fsync (about 80 µs on this
-class of machine, far more on a busy disk). Writes queue up in memory; once per event-loop
-iteration the writer puts everything queued into one transaction and commits it. While a commit
-is in flight on the thread, new writes queue for the next one. With 1,000 concurrent runs
+class of machine, far more on a busy disk). Writes queue up in memory, and the
+writer puts everything queued into one transaction and commits it: on the next event-loop
+iteration when somebody waits for a write (``write_durable``, ``flush``: an urgent write), else
+within :data:`COMMIT_DELAY_S`. While a commit is in flight on the thread, new writes queue for
+the next one. With 1,000 concurrent runs
 checkpointing every step, a checkpoint costs a few microseconds of loop time.
 
 Where the work runs, and why: each SQLite call releases and re-takes the GIL, and a thread that
@@ -43,6 +45,12 @@ from trinity.errors import LeaseLostError, StoreError
 log = logging.getLogger(__name__)
 
 
+COMMIT_DELAY_S = 0.05
+"""The longest a write nobody waits for stays queued: it rides along with the next urgent
+commit, or is committed this long after it was queued. A run's events and journal entries are
+such writes (the run waits before each tool call instead), so a step costs one commit, not
+several."""
+
 INLINE_COMMIT_S = sys.getswitchinterval()
 """Commits faster than this (moving average) run on the event loop; slower ones on a thread.
 A commit shorter than the GIL switch interval costs the loop less than handing it over."""
@@ -67,6 +75,8 @@ class _Write:
     future: asyncio.Future[None] | None
     group: tuple[Statement, ...] | None = None
     """Several statements written all or none (``sql`` is then empty)."""
+    urgent: bool = True
+    """Somebody waits for it: commit on the next loop iteration."""
 
 
 class GroupCommitWriter:
@@ -80,7 +90,9 @@ class GroupCommitWriter:
         self._variable_limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._pending: list[_Write] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scheduled = False
+        self._soon = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._urgent = False
         self._committing = False
         self._idle = threading.Event()
         self._idle.set()
@@ -94,9 +106,16 @@ class GroupCommitWriter:
     # -- submitting ---------------------------------------------------------------------------
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Queue a write; it commits with the next batch. Without a running event loop it is
-        written at once."""
-        self._submit(_Write(sql, params, None))
+        """Queue a write; it commits with the next batch (within :data:`COMMIT_DELAY_S`).
+        Without a running event loop it is written at once."""
+        self._submit(_Write(sql, params, None, urgent=False))
+
+    def write_soon(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
+        """Queue a write nobody waits for now; the future tells, once it is committed (with
+        the next urgent write, or within :data:`COMMIT_DELAY_S`), whether it landed."""
+        future = asyncio.get_running_loop().create_future()
+        self._submit(_Write(sql, params, future, urgent=False))
+        return future
 
     def write_durable(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
         """Queue a write; the returned future resolves once it is committed."""
@@ -114,16 +133,14 @@ class GroupCommitWriter:
             return None
         return self.write_durable(sql, params)
 
-    def write_all(self, statements: Sequence[Statement]) -> asyncio.Future[None]:
+    def write_all(
+        self, statements: Sequence[Statement], *, urgent: bool = True
+    ) -> asyncio.Future[None]:
         """Queue statements that commit together or not at all; the future resolves once they
         are committed (or fails with the first one's error, and none of them is)."""
         future = asyncio.get_running_loop().create_future()
-        self._submit(_Write("", (), future, tuple(statements)))
+        self._submit(_Write("", (), future, tuple(statements), urgent=urgent))
         return future
-
-    def write_all_now(self, statements: Sequence[Statement]) -> None:
-        """:meth:`write_all` outside an event loop: written before it returns (or raises)."""
-        self._submit(_Write("", (), None, tuple(statements)))
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is committed."""
@@ -144,21 +161,39 @@ class GroupCommitWriter:
         if loop is not self._loop:
             # A commit begun on another (perhaps closed) loop may still be on the thread.
             self._wait_idle()
-            self._loop = loop
-            self._scheduled = False
-            self._committing = False
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop, self._timer = loop, None
+            self._soon = self._committing = False
         self._pending.append(item)
-        if not self._scheduled and not self._committing:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._urgent = self._urgent or item.urgent
+        self._schedule()
 
     # -- batching ------------------------------------------------------------------------------
 
+    def _schedule(self) -> None:
+        """Plan the next commit: now-ish for an urgent write, later for the rest."""
+        loop = self._loop
+        if self._committing or not self._pending or loop is None or self._soon:
+            return
+        if self._urgent:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._soon = True
+            loop.call_soon(self._flush)
+        elif self._timer is None:
+            self._timer = loop.call_later(COMMIT_DELAY_S, self._flush)
+
     def _flush(self) -> None:
-        self._scheduled = False
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._committing or not self._pending or self._loop is None:
             return
         batch, self._pending = self._pending, []
+        self._urgent = False
         self._committing = True
         self._idle.clear()
         try:
@@ -168,7 +203,7 @@ class GroupCommitWriter:
             failure = store_error(exc, "database write failed")
             job = functools.partial(dict.fromkeys, range(len(batch)), failure)
         inline = isinstance(job, functools.partial) and job.func == self._commit
-        if inline and self._fast_disk() and any(item.future is not None for item in batch):
+        if inline and self._fast_disk() and any(item.urgent for item in batch):
             self._settle(batch, self._then_idle(job))
             return
         done = self._loop.run_in_executor(self._thread, functools.partial(self._then_idle, job))
@@ -241,9 +276,7 @@ class GroupCommitWriter:
                 future.set_result(None)
             else:
                 future.set_exception(error)
-        if self._pending and not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        self._schedule()
 
     # -- on the commit thread ------------------------------------------------------------------
 
@@ -310,6 +343,9 @@ class GroupCommitWriter:
         if self._closed:
             return
         self._wait_idle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._pending:  # nobody flushed them: write them now (no loop may be left to tell)
             batch, self._pending = self._pending, []
             self._execute_and_commit(batch)
