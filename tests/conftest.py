@@ -72,8 +72,9 @@ class VerifyingJournal(RunJournal):
         ):
             apply_changes(self.replica, event.changes)
             actual = self.state.model_dump(mode="json")
-            if self.replica != actual:
-                differ = sorted(k for k in actual if self.replica.get(k) != actual[k])
+            rebuilt = type(self.state).model_validate(self.replica).model_dump(mode="json")
+            if rebuilt != actual:
+                differ = sorted(k for k in actual if rebuilt.get(k) != actual[k])
                 raise AssertionError(
                     f"the journal of run {event.run_id} no longer rebuilds its state at "
                     f"checkpoint {event.seq} (node {event.node}): fields {differ} differ"

@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = ROOT / "examples" / "hello.yaml"
-TABLES = ("runs", "steps", "events", "snapshots", "lessons")
+TABLES = ("runs", "events", "snapshots", "lessons")
 
 _script = Path(sys.executable).with_name("trinity")
 TRINITY = [str(_script)] if _script.exists() else [sys.executable, "-m", "trinity"]

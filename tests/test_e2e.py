@@ -13,6 +13,7 @@ from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
 from trinity.state import StepStatus, StopReason, VerificationLevel
 from trinity.store import Store
+from trinity.store.journal import load_run
 
 NOTES_PLAN = {
     "rationale": "write the notes, then count their lines",
@@ -162,7 +163,10 @@ async def test_failed_verification_leads_to_a_replan_that_succeeds(
         lessons = store.search_lessons("write hello world greeting")
         failures = [lesson for lesson in lessons if lesson.outcome == "failure"]
         assert failures and "Replanned with" in failures[0].text
-        assert {row["step_id"] for row in store.list_steps(state.run_id)} == {"greet", "greet-2"}
+        journaled, _ = load_run(store, state.run_id)  # the run as its journal has it
+        plans = [*journaled.plan_history, journaled.plan]
+        assert [[s.id for s in plan.steps] for plan in plans if plan] == [["greet"], ["greet-2"]]
+        assert journaled == state
     finally:
         store.close()
 

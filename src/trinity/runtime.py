@@ -357,7 +357,7 @@ class Runtime:
             started_at=time.time(),
         )
         services = self._services(state)  # fails before anything is stored
-        snapshot = state.model_dump_json()
+        snapshot = state.model_dump_json(exclude_defaults=True)
         try:
             await self.store.create_run(state, self._owner(), snapshot)
         except BaseException:

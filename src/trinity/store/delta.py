@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from trinity.state import EngineState, RunState
 
 Change = list[Any]
@@ -47,7 +49,7 @@ class StateTracker:
 
     def reset(self, state: EngineState) -> None:
         """Take ``state`` as what is journaled (a run loaded back, or just started)."""
-        self._last = state.model_dump(mode="json", include=self._small)
+        self._last = _dump(state, include=self._small)
         if isinstance(state, RunState):
             self._plan = state.plan
             self._history = len(state.plan_history)
@@ -61,18 +63,15 @@ class StateTracker:
         index = state.current
         self._started_at = index
         if index not in self._steps and index < len(state.plan.steps):
-            self._steps[index] = state.plan.steps[index].model_dump(mode="json")
+            self._steps[index] = _dump(state.plan.steps[index])
 
     def changes(self, state: EngineState) -> list[Change]:
         """What changed since the last call (or :meth:`reset`)."""
         out: list[Change] = []
-        now = state.model_dump(mode="json", include=self._small)
-        last = self._last
-        for key, value in now.items():
-            before = last.get(key, _MISSING)
-            if before != value:
-                diff(before, value, [key], out)
-                last[key] = value
+        now = _dump(state, include=self._small)
+        if now != self._last:
+            diff(self._last, now, [], out)
+            self._last = now
         if isinstance(state, RunState):
             self._plan_changes(state, out)
         return out
@@ -82,15 +81,15 @@ class StateTracker:
         if len(history) != self._history:
             if len(history) > self._history:
                 for index in range(self._history, len(history)):
-                    out.append([["plan_history", index], history[index].model_dump(mode="json")])
+                    out.append([["plan_history", index], _dump(history[index])])
             else:
-                out.append([["plan_history"], [plan.model_dump(mode="json") for plan in history]])
+                out.append([["plan_history"], [_dump(plan) for plan in history]])
             self._history = len(history)
         plan = state.plan
         if plan is not self._plan:
             self._plan = plan
             self._steps = {}
-            out.append([["plan"], plan.model_dump(mode="json") if plan is not None else None])
+            out.append([["plan"], _dump(plan) if plan is not None else None])
             return
         if plan is None:
             return
@@ -98,7 +97,7 @@ class StateTracker:
         for index in {self._started_at, ended_at}:
             if index is None or index >= len(plan.steps):
                 continue
-            dumped = plan.steps[index].model_dump(mode="json")
+            dumped = _dump(plan.steps[index])
             before = self._steps.get(index, _MISSING)
             if before is not _MISSING:
                 diff(before, dumped, ["plan", "steps", index], out)
@@ -110,8 +109,16 @@ class StateTracker:
                 del self._steps[index]
 
 
+def _dump(model: BaseModel, include: set[str] | None = None) -> dict[str, Any]:
+    """A model as the journal writes it: JSON values, fields at their defaults left out
+    (validation puts them back when the state is read)."""
+    return model.model_dump(mode="json", include=include, exclude_defaults=True)
+
+
 def diff(before: Any, after: Any, path: list[Any], out: list[Change]) -> None:
-    """Append to ``out`` the changes that turn ``before`` into ``after`` (JSON values)."""
+    """Append to ``out`` the changes that turn ``before`` into ``after`` (JSON values). A key
+    that is gone becomes a removal: for a state dumped without its defaults, the field went
+    back to its default."""
     if before == after:
         return
     if isinstance(before, dict) and isinstance(after, dict):
@@ -139,7 +146,10 @@ def apply_changes(doc: dict[str, Any], changes: list[Change]) -> None:
     for change in changes:
         path = change[0]
         target: Any = doc
-        for key in path[:-1]:
+        for key, then in zip(path, path[1:], strict=False):
+            if isinstance(target, dict) and key not in target:
+                # a container left out at its default (empty): make it again
+                target[key] = [] if isinstance(then, int) else {}
             target = target[key]
         last = path[-1]
         if len(change) == 1:

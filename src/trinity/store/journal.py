@@ -115,7 +115,7 @@ class RunJournal:
     def snapshot(self, state: EngineState, *, urgent: bool = True) -> asyncio.Future[None]:
         """Write a snapshot of the whole state now (a run's first is written with its row by
         :meth:`Store.create_run`); the future resolves once it is on disk."""
-        text = state.model_dump_json()
+        text = state.model_dump_json(exclude_defaults=True)
         statements = self.store.snapshot_statements(self.bus.run_id, self.epoch, self.bus.seq, text)
         future = self.store.writer.write_all(statements, urgent=urgent)
         future.add_done_callback(self._landed)
@@ -138,7 +138,7 @@ class RunJournal:
             self._capture = None
         statements: list[Statement] = captured
         if self.failure is not None or self._since_snapshot >= self._snapshot_due():
-            text = state.model_dump_json()
+            text = state.model_dump_json(exclude_defaults=True)
             statements += self.store.snapshot_statements(
                 state.run_id, self.epoch, self.bus.seq, text
             )

@@ -136,6 +136,7 @@ MIGRATIONS: list[str] = [
         FROM checkpoints c
         WHERE c.step = (SELECT max(c2.step) FROM checkpoints c2 WHERE c2.run_id = c.run_id);
     DROP TABLE checkpoints;
+    DROP TABLE steps;  -- each step's record is in the journal
     UPDATE runs SET status = 'cancelled' WHERE stop_reason = 'cancelled';
     CREATE TRIGGER events_fenced BEFORE INSERT ON events
     WHEN NEW.epoch != (SELECT lease_epoch FROM runs WHERE id = NEW.run_id)

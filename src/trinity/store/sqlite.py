@@ -234,9 +234,9 @@ class Store(Records):
         )
 
     def finish_statements(self, state: RunState, report: str, epoch: int) -> list[Statement]:
-        """A run's outcome, its steps and the release of its lease (fenced: nothing is written
-        unless this process still holds the lease)."""
-        statements = [
+        """A run's outcome and the release of its lease (fenced: nothing is written unless this
+        process still holds the lease)."""
+        return [
             Statement(
                 "UPDATE runs SET status=?, stop_reason=?, stop_detail=?, steps=?, input_tokens=?, "
                 "output_tokens=?, report=?, finished_at=?, model=?, lease_owner=NULL, "
@@ -256,30 +256,8 @@ class Store(Records):
                 ),
                 expect_rows=1,
                 mismatch=_LEASE_LOST,
-            ),
-            Statement("DELETE FROM steps WHERE run_id=?", (state.run_id,)),
+            )
         ]
-        plans = [*state.plan_history, *([state.plan] if state.plan is not None else [])]
-        for revision, plan in enumerate(plans):
-            for position, step in enumerate(plan.steps):
-                verdict = step.attempts[-1].verdict if step.attempts else None
-                statements.append(
-                    Statement(
-                        "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            state.run_id,
-                            revision,
-                            position,
-                            step.id,
-                            step.tool,
-                            json.dumps(step.args),
-                            step.status.value,
-                            len(step.attempts),
-                            verdict.model_dump_json() if verdict else None,
-                        ),
-                    )
-                )
-        return statements
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
@@ -298,14 +276,7 @@ class Store(Records):
             ).fetchall()
         return [dict(row) for row in rows]
 
-    def list_steps(self, run_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM steps WHERE run_id=? ORDER BY revision, position", (run_id,)
-            ).fetchall()
-        return [dict(row) for row in rows]
-
-    def count(self, table: Literal["runs", "steps", "events", "snapshots", "lessons"]) -> int:
+    def count(self, table: Literal["runs", "events", "snapshots", "lessons", "audit"]) -> int:
         with self._read() as conn:
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
