@@ -105,6 +105,9 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
     return plan
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _parse(name: str, text: str) -> Any:
     if name.lower().endswith(".json"):
         try:
@@ -113,6 +116,12 @@ def _parse(name: str, text: str) -> Any:
             raise PlanFileError(
                 name, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno
             ) from None
+    try:
+        # libyaml's parser when PyYAML has it: ten times faster on a long plan. On an error,
+        # the pure-Python parser says it better (it names the character it found).
+        return yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError:
+        pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

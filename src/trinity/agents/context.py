@@ -21,7 +21,7 @@ from trinity.events import EventSink, LLMCall
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
 from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
-from trinity.state import RunState, StopReason
+from trinity.state import RunState, StepSpec, StopReason
 from trinity.store import Store
 from trinity.tools.base import ToolProvider, ToolSpec
 from trinity.tools.permissions import PermissionPolicy
@@ -48,6 +48,14 @@ class AgentContext:
     """Tool permission policy Tetyana checks before each call; ``None`` allows every call."""
     prices: PriceTable = field(default_factory=PriceTable)
     """What LLM calls cost, for ``Usage.cost_usd`` and the cost budget."""
+
+    def repeatable(self, step: StepSpec) -> bool:
+        """Whether the step's call may be made again without doing more than once: its tool is
+        idempotent (reads, a write of the same content) as far as the tool provider can say
+        without waiting (a provider with a ``spec(name)`` method)."""
+        lookup = getattr(self.tools, "spec", None)
+        spec = lookup(step.tool) if lookup is not None else None
+        return spec is not None and spec.repeatable(step.args)
 
     async def ask(
         self,

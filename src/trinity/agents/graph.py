@@ -14,6 +14,27 @@ from trinity.state import RunState
 TOOL_NODE = "tetyana"
 
 
+class CallDurability:
+    """Whether a tool call's in-flight mark must be on disk before the call is made.
+
+    A call that can be repeated (an idempotent tool: reads, a write of the same content) needs
+    none: if the run dies, the resumed run makes it again. But the mark's wait also puts on
+    disk what earlier calls returned, so a call that cannot be repeated makes the next call
+    wait too, whatever that one is. The first call after a start or resume always waits."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self._unsafe = True
+        """Since the last wait, a call was made that cannot be repeated (or we cannot tell)."""
+
+    def __call__(self, state: RunState, node: str) -> bool:
+        step = state.current_step
+        repeatable = step is not None and not state.interrupted and self.ctx.repeatable(step)
+        wait = self._unsafe or not repeatable
+        self._unsafe = not repeatable
+        return wait
+
+
 def build_graph(ctx: AgentContext) -> Graph[RunState]:
     """``recall -> meta -> atlas -> meta -> (tetyana -> grisha -> meta)* -> learn``; after each
     verdict the Meta-Planner picks the next step, a retry, a replan (back to Atlas) or the end."""
@@ -30,4 +51,5 @@ def build_graph(ctx: AgentContext) -> Graph[RunState]:
         router=route,
         entry="recall",
         side_effect_nodes=frozenset({TOOL_NODE}),
+        durable_before=CallDurability(ctx),
     )

@@ -136,9 +136,8 @@ class Tetyana:
         policy = state.policy.on_interrupted
         if policy in (OnInterrupted.FAIL, OnInterrupted.RERUN):
             return policy
-        specs = {spec.name: spec for spec in await self.ctx.tools.list_tools()}
-        spec = specs.get(step.tool)
-        if spec is not None and spec.repeatable(step.args):
+        await self.ctx.tools.list_tools()  # servers listed: their tools' hints are known
+        if self.ctx.repeatable(step):
             return OnInterrupted.RERUN  # making it again changes nothing more
         return policy
 

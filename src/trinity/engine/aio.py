@@ -66,9 +66,18 @@ def run_main(
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
+    # The result travels outside the task: when asyncio restores the SIGINT handler at the
+    # end, Python formats the (finished) task's repr, result included, and a run's state can
+    # be large (a 3,000-step plan took 0.2 s to print for nothing).
+    box: list[T] = []
+
+    async def boxed() -> None:
+        box.append(await guarded())
+
     runner = asyncio.Runner()
     try:
-        return runner.run(guarded())
+        runner.run(boxed())
+        return box[0]
     except asyncio.CancelledError:
         if received:
             raise Terminated(received[0]) from None

@@ -36,8 +36,13 @@ class Graph(Generic[S]):
     router: Router[S]
     entry: str
     side_effect_nodes: frozenset[str] = field(default_factory=frozenset)
-    """Nodes that act on the world (tool calls). Before one runs, the engine makes a durable
-    checkpoint that marks it in flight, so a resumed run knows the action may have happened."""
+    """Nodes that act on the world (tool calls). Before one runs, the engine journals it as in
+    flight and waits until that is on disk, so a resumed run knows the action may have
+    happened."""
+    durable_before: Callable[[S, str], bool] | None = None
+    """``durable_before(state, node)``: whether a side-effect node's in-flight mark must be on
+    disk before it runs (``None``: always). A graph may say no for an action that is safe to
+    repeat: losing its mark in a crash only makes the resumed run do it again."""
 
     def __post_init__(self) -> None:
         if self.entry not in self.nodes:

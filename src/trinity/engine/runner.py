@@ -295,6 +295,7 @@ class Engine(Generic[S]):
         nodes = self.graph.nodes
         route = self.graph.router
         side_effects = self.graph.side_effect_nodes
+        durable_before = self.graph.durable_before
         fields = type(state).model_fields
         # Plain attribute writes: pydantic's __setattr__ costs ~0.6 µs and validates nothing
         # here. A state model that asks for validate_assignment keeps pydantic's path.
@@ -318,7 +319,8 @@ class Engine(Generic[S]):
                 state.in_flight = node
                 try:
                     self._entry(state, NodeStarted(node=node, step=state.step))
-                    await journal.flush()
+                    if durable_before is None or sync or durable_before(state, node):
+                        await journal.flush()
                 except BaseException:
                     state.in_flight = None  # the action was not started
                     raise

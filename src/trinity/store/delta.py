@@ -18,6 +18,7 @@ that is current when it starts** (Tetyana and Grisha work on it, the Meta-Planne
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from pydantic import BaseModel
@@ -31,6 +32,9 @@ _MISSING = object()
 _TRACKED_BY_HAND = frozenset({"plan", "plan_history"})
 _FIXED = frozenset({"run_id", "task", "requested", "permissions", "mcp_servers_file", "started_at"})
 """RunState fields that are set when a run starts and never change afterwards."""
+_REPLACED = frozenset({"policy", "lessons_used", "progress_findings", "pending_approval"})
+"""RunState fields the agents replace, never change in place: the same object is unchanged."""
+_SCALARS = (str, int, float, bool, type(None))
 
 
 class StateTracker:
@@ -40,7 +44,9 @@ class StateTracker:
         fields = set(type(state).model_fields)
         fixed = _FIXED if isinstance(state, RunState) else frozenset()
         self._small = fields - _TRACKED_BY_HAND - fixed
+        self._replaced = _REPLACED & self._small if isinstance(state, RunState) else frozenset()
         self._last: dict[str, Any] = {}
+        self._objects: dict[str, Any] = {}
         self._plan: object = _MISSING
         self._history = 0
         self._steps: dict[int, Any] = {}
@@ -49,7 +55,8 @@ class StateTracker:
 
     def reset(self, state: EngineState) -> None:
         """Take ``state`` as what is journaled (a run loaded back, or just started)."""
-        self._last = _dump(state, include=self._small)
+        self._last = state.model_dump(mode="json", include=self._small)
+        self._objects = {name: getattr(state, name) for name in self._replaced}
         if isinstance(state, RunState):
             self._plan = state.plan
             self._history = len(state.plan_history)
@@ -68,13 +75,32 @@ class StateTracker:
     def changes(self, state: EngineState) -> list[Change]:
         """What changed since the last call (or :meth:`reset`)."""
         out: list[Change] = []
-        now = _dump(state, include=self._small)
-        if now != self._last:
-            diff(self._last, now, [], out)
-            self._last = now
+        last, values = self._last, state.__dict__
+        names = []
+        for name in self._small:
+            value = values[name]
+            if isinstance(value, _SCALARS):  # (StrEnums too) compared as they are
+                if last.get(name, _MISSING) != value:
+                    names.append(name)
+            elif name not in self._replaced or value is not self._objects.get(name, _MISSING):
+                names.append(name)
+        if names:
+            dumped = state.model_dump(mode="json", include=set(names))
+            for name in names:
+                self._set(state, name, dumped[name], out)
         if isinstance(state, RunState):
             self._plan_changes(state, out)
         return out
+
+    def _set(self, state: EngineState, name: str, dumped: Any, out: list[Change]) -> None:
+        """Journal field ``name`` (now ``dumped``) if it changed: only what changed in it."""
+        before = self._last.get(name, _MISSING)
+        if dumped == before:
+            return
+        diff(before, dumped, [name], out)
+        self._last[name] = dumped
+        if name in self._replaced:
+            self._objects[name] = getattr(state, name)
 
     def _plan_changes(self, state: RunState, out: list[Change]) -> None:
         history = state.plan_history
@@ -146,7 +172,7 @@ def apply_changes(doc: dict[str, Any], changes: list[Change]) -> None:
     for change in changes:
         path = change[0]
         target: Any = doc
-        for key, then in zip(path, path[1:], strict=False):
+        for key, then in itertools.pairwise(path):
             if isinstance(target, dict) and key not in target:
                 # a container left out at its default (empty): make it again
                 target[key] = [] if isinstance(then, int) else {}

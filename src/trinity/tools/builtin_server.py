@@ -106,6 +106,8 @@ def _mcp_tool(spec: ToolSpec) -> mcp_types.Tool:
         annotations=mcp_types.ToolAnnotations(
             read_only_hint=read_only,
             destructive_hint=not read_only,
+            # fs.write is idempotent unless it appends: a hint covers every call, so no
+            idempotent_hint=spec.idempotent and not spec.idempotent_unless,
             open_world_hint=open_world,
         ),
     )

@@ -139,11 +139,24 @@ class _Definition:
     read_only: bool = False
     open_world: bool = False
     """Reaches outside the workspace (the network)."""
+    idempotent_unless: tuple[str, ...] | None = None
+    """For a tool that writes: it is idempotent (a call made twice leaves what it left once)
+    unless one of these arguments is true. ``None``: not idempotent. Read-only tools are."""
+
+    @property
+    def idempotent(self) -> bool:
+        return self.read_only or self.idempotent_unless is not None
 
 
 _DEFINITIONS: tuple[_Definition, ...] = (
     _Definition("fs.read", "Read a text file", ReadArgs, "_read", read_only=True),
-    _Definition("fs.write", "Write (or append to) a text file", WriteArgs, "_write"),
+    _Definition(
+        "fs.write",
+        "Write (or append to) a text file",
+        WriteArgs,
+        "_write",
+        idempotent_unless=("append",),
+    ),
     _Definition(
         "fs.edit",
         "Replace an exact piece of text in a file; fails if it is missing or not unique "
@@ -184,13 +197,22 @@ _DEFINITIONS: tuple[_Definition, ...] = (
     ),
 )
 BUILTIN_SPECS: tuple[ToolSpec, ...] = tuple(
-    ToolSpec(d.name, d.description, _schema(d.args)) for d in _DEFINITIONS
+    ToolSpec(
+        d.name,
+        d.description,
+        _schema(d.args),
+        idempotent=d.idempotent,
+        idempotent_unless=d.idempotent_unless or (),
+    )
+    for d in _DEFINITIONS
 )
-"""The built-in tools' names, descriptions and argument schemas (no workspace needed)."""
+"""The built-in tools' names, descriptions, argument schemas and idempotence (no workspace
+needed)."""
 BUILTIN_HINTS: dict[str, tuple[bool, bool]] = {
     d.name: (d.read_only, d.open_world) for d in _DEFINITIONS
 }
 """``name -> (read_only, open_world)``, for MCP tool annotations."""
+_BY_NAME = {spec.name: spec for spec in BUILTIN_SPECS}
 
 
 class BuiltinTools:
@@ -234,6 +256,10 @@ class BuiltinTools:
 
     async def list_tools(self) -> list[ToolSpec]:
         return list(BUILTIN_SPECS)
+
+    def spec(self, name: str) -> ToolSpec | None:
+        """A tool's spec, without waiting (see :meth:`ToolHub.spec`)."""
+        return _BY_NAME.get(name)
 
     async def call(
         self, name: str, args: dict[str, Any], *, timeout_s: float | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import stat
 import tempfile
 import threading
@@ -74,22 +75,66 @@ def _replace_file(target: Path, data: bytes) -> None:
 
 
 async def _off_loop(fn: Callable[..., ToolResult], *args: Any) -> ToolResult:
-    """Run ``fn`` on a daemon thread. Not the loop's default executor: a call stuck in the
-    kernel (a dead network mount) would keep the process from exiting after its timeout."""
+    """Run ``fn`` on one of the file workers: daemon threads, so that a call stuck in the
+    kernel (a dead network mount) neither freezes the event loop nor keeps the process from
+    exiting after its timeout. The workers are kept between calls: starting a thread per call
+    cost about 110 µs more per ``fs.write`` here (``bench/long_runs.py``)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[ToolResult] = loop.create_future()
-
-    def settle(outcome: Any, failed: bool) -> None:
-        if not future.done():
-            future.set_exception(outcome) if failed else future.set_result(outcome)
-
-    def work() -> None:
-        try:
-            outcome, failed = fn(*args), False
-        except BaseException as exc:  # handed to the awaiting task
-            outcome, failed = exc, True
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            loop.call_soon_threadsafe(settle, outcome, failed)
-
-    threading.Thread(target=work, name="trinity-file-tool", daemon=True).start()
+    _WORKERS.submit(loop, future, fn, args)
     return await future
+
+
+class _FileWorkers:
+    """A few daemon threads that run the file tools' blocking calls, more when all are busy
+    (a stuck one is left to its call), up to :attr:`limit`."""
+
+    limit = 16
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def submit(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[ToolResult],
+        fn: Callable[..., ToolResult],
+        args: tuple[Any, ...],
+    ) -> None:
+        with self._lock:
+            if self._idle == 0 and self._threads < self.limit:
+                self._threads += 1
+                threading.Thread(target=self._work, name="trinity-file-tool", daemon=True).start()
+            else:
+                self._idle -= 1 if self._idle else 0
+        self._jobs.put((loop, future, fn, args))
+
+    def _work(self) -> None:
+        while True:
+            loop, future, fn, args = self._jobs.get()
+            try:
+                outcome, failed = fn(*args), False
+            except BaseException as exc:  # handed to the awaiting task
+                outcome, failed = exc, True
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle, future, outcome, failed)
+            with self._lock:
+                self._idle += 1
+
+    def _forget(self) -> None:
+        """In a forked child the workers are gone (threads do not survive a fork)."""
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = self._idle = 0
+
+
+def _settle(future: asyncio.Future[ToolResult], outcome: Any, failed: bool) -> None:
+    if not future.done():
+        future.set_exception(outcome) if failed else future.set_result(outcome)
+
+
+_WORKERS = _FileWorkers()

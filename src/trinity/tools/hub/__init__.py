@@ -148,6 +148,22 @@ class ToolHub:
         )
         return [*self._local_specs, *(spec for specs in listed for spec in specs)]
 
+    def spec(self, name: str) -> ToolSpec | None:
+        """A tool's spec as last listed, without waiting or starting anything (``None``: not
+        listed yet)."""
+        for spec in self._local_specs:
+            if spec.name == name:
+                return spec
+        server = self._servers.get(name.split(".", 1)[0])
+        if server is None:
+            for provider in self._local:
+                found = getattr(provider, "spec", None)
+                known = found(name) if found is not None else None
+                if known is not None:
+                    return known
+            return None
+        return next((spec for spec in server.cached_specs if spec.name == name), None)
+
     async def call(
         self, name: str, args: dict[str, Any], *, timeout_s: float | None = None
     ) -> ToolResult:

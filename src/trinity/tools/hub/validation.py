@@ -32,7 +32,13 @@ class _Tool:
     def __init__(self, server: str, tool: types.Tool) -> None:
         self.name = tool.name
         schema = dict(tool.input_schema or {})
-        self.spec = ToolSpec(f"{server}.{tool.name}", tool.description or "", schema)
+        hints = tool.annotations
+        # A server's word that a tool is read-only or idempotent is believed: a crash during
+        # a call of it then costs a repeat of the call, never a second side effect.
+        idempotent = hints is not None and bool(hints.read_only_hint or hints.idempotent_hint)
+        self.spec = ToolSpec(
+            f"{server}.{tool.name}", tool.description or "", schema, idempotent=idempotent
+        )
         self._validator: Validator | None = None
         self._quick_check: Callable[[dict[str, Any]], bool] | None = None
         self._compiled = False
