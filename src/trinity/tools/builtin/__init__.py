@@ -33,14 +33,12 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urljoin
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from trinity.state import ToolResult
-from trinity.tools import fswalk, netguard
+from trinity.tools import fswalk
 from trinity.tools.base import ToolSpec
 from trinity.tools.builtin.args import (
     _CAPTURE_BYTES,
@@ -84,14 +82,10 @@ from trinity.tools.builtin.processes import (
     _spawn_exec,
     scrubbed_env,
 )
-from trinity.tools.builtin.web import (
-    _REDIRECT_STATUSES,
-    _Borrowed,
-    _pinned_request,
-    _read_response,
-    _vet_headers,
-)
 from trinity.tools.netguard import AllowList, NetworkPolicyError, Resolver
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "BUILTIN_HINTS",
@@ -466,51 +460,15 @@ class BuiltinTools:
     # -- network --------------------------------------------------------------------------------
 
     async def _fetch(self, args: FetchArgs, timeout_s: float | None) -> ToolResult:
+        from trinity.tools.builtin import web  # httpx is loaded by the first fetch
+
         limit = self._limit(args.timeout_s, timeout_s)
         max_bytes = min(args.max_bytes or self.max_fetch_bytes, self.max_fetch_bytes)
-        headers = _vet_headers(args.headers)
-        target = netguard.parse_url(args.url)
-        try:
-            async with asyncio.timeout(limit):
-                return await self._fetch_following(target, headers, max_bytes, limit)
-        except TimeoutError:
-            return ToolResult(ok=False, error=f"http.fetch: timed out after {limit:g}s")
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return ToolResult(ok=False, error=f"http.fetch: {type(exc).__name__}: {exc}")
-
-    async def _fetch_following(
-        self, target: netguard.Target, headers: dict[str, str], max_bytes: int, limit: float
-    ) -> ToolResult:
-        """GET ``target``, following redirects by hand so that every hop is vetted and
-        pinned like the first one."""
-        first_origin = target.origin
-        borrowed = _Borrowed(self.http_transport) if self.http_transport else None
-        async with httpx.AsyncClient(
-            transport=borrowed,
-            trust_env=False,  # an environment proxy would connect on our behalf, unchecked
-            follow_redirects=False,
-            timeout=httpx.Timeout(limit),
-        ) as client:
-            for hop in range(MAX_REDIRECTS + 1):
-                try:
-                    address = await netguard.resolve_and_check(target, self.allow, self.resolver)
-                except NetworkPolicyError as exc:
-                    if hop == 0:
-                        raise
-                    raise NetworkPolicyError(f"redirect to {target.url!r}: {exc}") from None
-                # Caller headers (say, a token) go to the origin they were meant for only.
-                extra = headers if target.origin == first_origin else {}
-                request = _pinned_request(client, target, address, extra)
-                response = await client.send(request, stream=True)
-                try:
-                    location = response.headers.get("location")
-                    if response.status_code not in _REDIRECT_STATUSES or not location:
-                        return await _read_response(response, target, hop, max_bytes)
-                finally:
-                    await response.aclose()
-                next_url = urljoin(target.url, location)
-                try:
-                    target = netguard.parse_url(next_url)
-                except NetworkPolicyError as exc:
-                    raise NetworkPolicyError(f"redirect to {next_url!r}: {exc}") from None
-        return ToolResult(ok=False, error=f"http.fetch: more than {MAX_REDIRECTS} redirects")
+        return await web.fetch(
+            args,
+            limit=limit,
+            max_bytes=max_bytes,
+            allow=self.allow,
+            resolver=self.resolver,
+            transport=self.http_transport,
+        )

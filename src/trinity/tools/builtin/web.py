@@ -2,22 +2,24 @@
 address that :mod:`trinity.tools.netguard` has already checked (so a second DNS answer cannot
 redirect them), and reading a response into a capped text result.
 
-The fetch loop itself (redirects followed by hand, each hop vetted) is
-``BuiltinTools._fetch_following``.
+and the fetch itself (:func:`fetch`: redirects followed by hand, each hop vetted and pinned
+like the first). Imported by the first fetch: a run that fetches nothing does not load httpx.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import re
+from urllib.parse import urljoin
 
 import httpx
 
 from trinity.state import ToolResult
 from trinity.tools import netguard
-from trinity.tools.builtin.args import MAX_HEADER_VALUE_CHARS
+from trinity.tools.builtin.args import MAX_HEADER_VALUE_CHARS, MAX_REDIRECTS, FetchArgs
 from trinity.tools.builtin.output import _cap
-from trinity.tools.netguard import NetworkPolicyError
+from trinity.tools.netguard import AllowList, NetworkPolicyError, Resolver
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Headers the fetch tool owns: overriding them would change where or how the request goes.
@@ -114,3 +116,68 @@ def _charset(response: httpx.Response) -> str:
     except LookupError:
         return "utf-8"
     return name
+
+
+async def fetch(
+    args: FetchArgs,
+    *,
+    limit: float,
+    max_bytes: int,
+    allow: AllowList,
+    resolver: Resolver | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ToolResult:
+    """``http.fetch``: GET ``args.url`` within ``limit`` seconds, at most ``max_bytes`` read."""
+    headers = _vet_headers(args.headers)
+    target = netguard.parse_url(args.url)
+    try:
+        async with asyncio.timeout(limit):
+            return await _following(target, headers, max_bytes, limit, allow, resolver, transport)
+    except TimeoutError:
+        return ToolResult(ok=False, error=f"http.fetch: timed out after {limit:g}s")
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return ToolResult(ok=False, error=f"http.fetch: {type(exc).__name__}: {exc}")
+
+
+async def _following(
+    target: netguard.Target,
+    headers: dict[str, str],
+    max_bytes: int,
+    limit: float,
+    allow: AllowList,
+    resolver: Resolver | None,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ToolResult:
+    """GET ``target``, following redirects by hand so that every hop is vetted and pinned like
+    the first one."""
+    first_origin = target.origin
+    borrowed = _Borrowed(transport) if transport else None
+    async with httpx.AsyncClient(
+        transport=borrowed,
+        trust_env=False,  # an environment proxy would connect on our behalf, unchecked
+        follow_redirects=False,
+        timeout=httpx.Timeout(limit),
+    ) as client:
+        for hop in range(MAX_REDIRECTS + 1):
+            try:
+                address = await netguard.resolve_and_check(target, allow, resolver)
+            except NetworkPolicyError as exc:
+                if hop == 0:
+                    raise
+                raise NetworkPolicyError(f"redirect to {target.url!r}: {exc}") from None
+            # Caller headers (say, a token) go to the origin they were meant for only.
+            extra = headers if target.origin == first_origin else {}
+            request = _pinned_request(client, target, address, extra)
+            response = await client.send(request, stream=True)
+            try:
+                location = response.headers.get("location")
+                if response.status_code not in _REDIRECT_STATUSES or not location:
+                    return await _read_response(response, target, hop, max_bytes)
+            finally:
+                await response.aclose()
+            next_url = urljoin(target.url, location)
+            try:
+                target = netguard.parse_url(next_url)
+            except NetworkPolicyError as exc:
+                raise NetworkPolicyError(f"redirect to {next_url!r}: {exc}") from None
+    return ToolResult(ok=False, error=f"http.fetch: more than {MAX_REDIRECTS} redirects")

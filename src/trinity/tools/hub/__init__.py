@@ -36,17 +36,17 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trinity.errors import ConfigError, ToolError
 from trinity.state import ToolResult
 from trinity.tools.base import ToolProvider, ToolSpec
-from trinity.tools.hub.connection import CLIENT_INFO
+from trinity.tools.hub.names import _unknown_tool
 from trinity.tools.hub.restarts import RestartPolicy
-from trinity.tools.hub.results import _unknown_tool
-from trinity.tools.hub.server import _Server
-from trinity.tools.hub.validation import _quick_object_check as _quick_object_check
 from trinity.tools.mcp_config import McpConfig, ServerConfig, load_mcp_config, parse_mcp_config
+
+if TYPE_CHECKING:
+    from trinity.tools.hub.server import _Server
 
 __all__ = ["CLIENT_INFO", "DEFAULT_TIMEOUT_S", "RestartPolicy", "ToolHub"]
 
@@ -85,6 +85,9 @@ class ToolHub:
             if config.name in self._servers or config.name in self._disabled:
                 raise ConfigError(f"MCP server {config.name!r} is configured twice")
             if config.enabled:
+                # The MCP SDK is loaded here, by the first hub that has a server to talk to.
+                from trinity.tools.hub.server import _Server
+
                 self._servers[config.name] = _Server(config, policy)
             else:
                 self._disabled.add(config.name)
@@ -259,3 +262,16 @@ class ToolHub:
     def _known_specs(self) -> list[ToolSpec]:
         remote = (spec for server in self._servers.values() for spec in server.cached_specs)
         return [*self._local_specs, *remote]
+
+
+def __getattr__(name: str) -> Any:
+    """Names that need the MCP SDK (or jsonschema), loaded on first use."""
+    if name == "CLIENT_INFO":
+        from trinity.tools.hub.connection import CLIENT_INFO
+
+        return CLIENT_INFO
+    if name == "_quick_object_check":
+        from trinity.tools.hub.validation import _quick_object_check
+
+        return _quick_object_check
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,8 +9,6 @@ modules that use them, so none of those modules has to import another just for t
 
 from __future__ import annotations
 
-from mcp.shared.exceptions import MCPError
-
 
 class _Unavailable(Exception):
     """The server cannot be used right now (failed start, restart cap, hub closed)."""
@@ -18,6 +16,8 @@ class _Unavailable(Exception):
 
 def _describe_exception(exc: BaseException) -> str:
     """A one-line reason, digging the first real error out of anyio's exception groups."""
+    from mcp.shared.exceptions import MCPError  # (only a hub with servers gets here)
+
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     if isinstance(exc, MCPError):

@@ -1,20 +1,18 @@
-"""What a call returns: an MCP result, or an unknown tool name, made a :class:`ToolResult`.
+"""What a call returns: an MCP result made a :class:`ToolResult`.
 
 :func:`_convert_result` flattens a result's content blocks to text (non-text blocks
 summarised, structured content when there is no text) and caps it at the built-in tools'
-output limit; :func:`_unknown_tool` answers a name no server has, with the closest names.
+output limit.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
 from mcp import types
 
 from trinity.state import ToolResult
-from trinity.tools.base import ToolSpec
 from trinity.tools.builtin import MAX_OUTPUT_CHARS
 
 
@@ -77,21 +75,3 @@ def _cap(text: str) -> tuple[str, bool]:
         return text, False
     cut = len(text) - MAX_OUTPUT_CHARS
     return text[:MAX_OUTPUT_CHARS] + f"\n[… {cut} characters cut]", True
-
-
-def _unknown_tool(
-    name: str, known: list[ToolSpec], *, server: str | None = None, servers: list[str] | None = None
-) -> ToolResult:
-    names = [spec.name for spec in known]
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    where = f" on MCP server {server!r}" if server else ""
-    if close:
-        hint = f"; did you mean {', '.join(close)}?"
-    elif names:
-        shown = ", ".join(sorted(names)[:15])
-        hint = f"; available: {shown}{', …' if len(names) > 15 else ''}"
-    else:
-        hint = ""
-    if servers:
-        hint += f" (MCP servers: {', '.join(servers)})"
-    return ToolResult(ok=False, error=f"unknown tool {name!r}{where}{hint}")

@@ -19,8 +19,9 @@ from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
 from trinity.tools.hub.connection import _Connection
 from trinity.tools.hub.errors import _describe_exception, _Unavailable
+from trinity.tools.hub.names import _unknown_tool
 from trinity.tools.hub.restarts import RestartPolicy, _RestartTracker
-from trinity.tools.hub.results import _convert_result, _unknown_tool
+from trinity.tools.hub.results import _convert_result
 from trinity.tools.hub.validation import _Tool
 from trinity.tools.mcp_config import HttpServerConfig, ServerConfig
 
