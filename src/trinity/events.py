@@ -44,7 +44,7 @@ class EventBase(BaseModel):
 
     def data(self) -> dict[str, Any]:
         """The kind's own fields, as JSON-compatible values (what ``runs trace`` shows)."""
-        return self.model_dump(mode="json", exclude=ENVELOPE)
+        return self.model_dump(mode="json", exclude=set(ENVELOPE))
 
 
 ENVELOPE = frozenset({"kind", "run_id", "seq", "ts", "node"})

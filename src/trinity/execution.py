@@ -116,7 +116,7 @@ async def execute(
             )
             run = asyncio.create_task(engine.run(state, limits, cancel))
             helpers.append(asyncio.create_task(_watch_cancel(store, state, cancel, run, bus)))
-            helpers.append(asyncio.create_task(journal.keep_lease(lambda _: run.cancel())))
+            helpers.append(asyncio.create_task(journal.keep_lease(lambda _: _stop(run))))
             try:
                 await run
             except asyncio.CancelledError:
@@ -220,3 +220,8 @@ async def _start_tools(tools: ToolProvider, state: RunState, bus: EventBus) -> b
     for server, problem in problems.items():
         bus.emit(ToolServerProblem(server=server, problem=str(problem)))
     return True
+
+
+def _stop(run: asyncio.Task[RunState]) -> None:
+    """The run lost its lease: none of its writes can land, so it stops now."""
+    run.cancel()

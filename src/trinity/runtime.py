@@ -193,8 +193,8 @@ class Runtime:
             check_model(model, s)
         root = Path(workspace or s.workspace).expanduser()
         _check_workspace(root)
-        given = mcp_servers_file or s.mcp_servers_file
-        mcp_file = str(Path(given).expanduser().resolve()) if given else None
+        servers_file = mcp_servers_file or s.mcp_servers_file
+        mcp_file = str(Path(servers_file).expanduser().resolve()) if servers_file else None
         mcp = self._mcp_config(mcp_file)
         clashing = sorted({server.name for server in mcp.enabled()} & _BUILTIN_NAMESPACES)
         if clashing:
@@ -207,7 +207,7 @@ class Runtime:
             # so for those the server must exist and the call validates the arguments.
             servers = {server.name for server in mcp.enabled()}
             builtin = [step for step in plan.steps if step.tool.split(".")[0] not in servers]
-            problems = check_steps(builtin, list(BUILTIN_SPECS), set())
+            problems = check_steps(list(builtin), list(BUILTIN_SPECS), set())
             if problems:
                 raise PlanFileError(plan_file, "; ".join(problems))
         given = {  # keyed as Policy names them
@@ -463,7 +463,7 @@ class Runtime:
         go on; otherwise give the lease back."""
         run_id = row["id"]
         try:
-            state, seq = load_run(self.store, run_id)
+            state, seq = load_run(self.store, run_id, RunState)
             journaled = state.model_copy()  # reopening only sets top-level fields
             if decide is not None:
                 await decide(state)
@@ -560,7 +560,7 @@ class Runtime:
             )
         epoch = await self._take_lease(row)
         try:
-            state, seq = load_run(self.store, row["id"])
+            state, seq = load_run(self.store, row["id"], RunState)
         except BaseException:
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(row["id"], epoch)

@@ -93,20 +93,21 @@ class Grisha:
 
     async def __call__(self, state: RunState) -> dict[str, Any]:
         step = state.current_step
-        if step is None or not step.attempts or step.attempts[-1].result is None:
+        if step is None or not step.attempts:
             return {}
         attempt = step.attempts[-1]
+        result = attempt.result
+        if result is None:
+            return {}
         if attempt.denied:  # never made: nothing to check, and no judge can pass it
             verdict = Verdict(
                 step_id=step.id,
                 passed=False,
                 level=state.policy.verification,
-                summary=attempt.result.error or "the call was refused",
+                summary=result.error or "the call was refused",
             )
         else:
-            verdict = await self.verify(
-                state, step, attempt.result, interrupted=attempt.interrupted
-            )
+            verdict = await self.verify(state, step, result, interrupted=attempt.interrupted)
         attempt.verdict = verdict
         step.status = StepStatus.SUCCEEDED if verdict.passed else StepStatus.FAILED
         self.ctx.emit(

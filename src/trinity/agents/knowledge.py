@@ -44,7 +44,7 @@ def derive_lessons(state: RunState) -> list[Lesson]:
             Lesson(
                 run_id=state.run_id,
                 task=state.task.text,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 text=text[:MAX_LESSON_CHARS],
                 tags=tags,
             )

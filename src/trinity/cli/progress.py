@@ -133,8 +133,10 @@ def print_outcome(state: RunState, json_output: bool) -> NoReturn:
         out.print_json(state.model_dump_json())
     else:
         err.print(steps_table(state))
-        colour = {StopReason.COMPLETED: "green", StopReason.AWAITING_APPROVAL: "yellow"}
-        err.print(f"[{colour.get(state.stop_reason, 'red')}]{escape(report)}[/]", highlight=False)
+        colour = {StopReason.COMPLETED: "green", StopReason.AWAITING_APPROVAL: "yellow"}.get(
+            state.stop_reason or StopReason.ERROR, "red"
+        )
+        err.print(f"[{colour}]{escape(report)}[/]", highlight=False)
         if state.stop_reason == StopReason.AWAITING_APPROVAL:
             print_waiting(state)
     if state.stop_reason == StopReason.AWAITING_APPROVAL:

@@ -73,7 +73,7 @@ def drive(runtime_: Runtime, go: Drive, json_output: bool, run_id: str | None = 
             f"[yellow]{what}[/]: the run was recorded as cancelled; {resume_hint}",
             soft_wrap=True,
         )
-        raise typer.Exit(EXIT_SIGNALLED.get(signum, EXIT_INTERRUPTED)) from None
+        raise typer.Exit(EXIT_SIGNALLED.get(signal.Signals(signum), EXIT_INTERRUPTED)) from None
     except ApprovalPendingError as exc:
         fail(str(exc), EXIT_AWAITING)
     except InputError as exc:  # found while setting the run up: nothing ran

@@ -97,9 +97,10 @@ def runs_list(
 def runs_show(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
     """One run: its outcome, steps, verdicts and report (read back from its journal)."""
     from trinity.cli.progress import steps_table
+    from trinity.state import RunState
     from trinity.store.journal import load_run
 
-    row, (state, _) = _read(db, run_id, load_run)
+    row, (state, _) = _read(db, run_id, lambda store, rid: load_run(store, rid, RunState))
     status = shown_status(row)
     if json_output:
         out.print_json(

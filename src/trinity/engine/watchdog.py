@@ -168,16 +168,16 @@ class Watchdog:
             watch.raises = MAX_RAISES
         elif not watch.reported and now - watch.first_raise >= C_STUCK_S:
             watch.reported = True
-            held = now - (watch.held_since or now)
+            held_s = now - (watch.held_since or now)
             log.critical(
                 "%s: the event loop has been held for %.1fs past the deadline inside a call "
                 "that cannot be interrupted (blocking C code, e.g. time.sleep in a tool); it "
                 "will stop when that call returns",
                 watch.label,
-                held,
+                held_s,
             )
             if self.on_stuck is not None:
-                self.on_stuck(watch.label, held)
+                self.on_stuck(watch.label, held_s)
 
     @staticmethod
     def _open(watch: _Watch, now: float, length: float) -> None:

@@ -49,7 +49,7 @@ def parse_model(model: str) -> ModelSpec:
                 f"bad model string {model!r}: expected openai-compatible:http(s)://host/v1#MODEL"
             )
         return ModelSpec("openai-compatible", name, base_url=url)
-    return ModelSpec(kind, rest)  # type: ignore[arg-type]
+    return ModelSpec(kind, rest)
 
 
 def check_model(model: str, settings: Settings) -> ModelSpec:

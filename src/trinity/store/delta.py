@@ -120,9 +120,10 @@ class StateTracker:
         if plan is None:
             return
         ended_at = state.current
-        for index in {self._started_at, ended_at}:
-            if index is None or index >= len(plan.steps):
+        for candidate in {self._started_at, ended_at}:
+            if candidate is None or candidate >= len(plan.steps):
                 continue
+            index = candidate
             dumped = _dump(plan.steps[index])
             before = self._steps.get(index, _MISSING)
             if before is not _MISSING:

@@ -129,7 +129,8 @@ class RunJournal:
         report) and the release of its lease, in one transaction: a run is never left
         ``running`` by a crash in between. After a failed write it carries a full snapshot
         too, which closes the gap."""
-        self._capture = captured = []
+        captured: list[Statement] = []
+        self._capture = captured
         try:
             entry = Checkpoint(step=state.step)
             entry.changes = self._tracker.changes(state)

@@ -50,7 +50,7 @@ _EVENT_INSERT = (
     "INSERT INTO events (run_id, seq, epoch, ts, kind, node, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _LEASE_LOST = "lease lost: another process took this run over"
-_LEFT_OUT = {False: ENVELOPE | {"changes"}, True: ENVELOPE}
+_LEFT_OUT: dict[bool, set[str]] = {False: {*ENVELOPE, "changes"}, True: set(ENVELOPE)}
 """What an event's data leaves out: the envelope (its own columns), and the changes of an
 entry that changed nothing (most node starts)."""
 

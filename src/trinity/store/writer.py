@@ -200,8 +200,8 @@ class GroupCommitWriter:
             job = self._begin(batch)
         except sqlite3.Error as exc:
             self._rollback_quietly()
-            failure = store_error(exc, "database write failed")
-            job = functools.partial(dict.fromkeys, range(len(batch)), failure)
+            failure: BaseException = store_error(exc, "database write failed")
+            job = functools.partial(_all_failed, len(batch), failure)
         inline = isinstance(job, functools.partial) and job.func == self._commit
         if inline and self._fast_disk() and any(item.urgent for item in batch):
             self._settle(batch, self._then_idle(job))
@@ -255,12 +255,11 @@ class GroupCommitWriter:
     def _committed(
         self, batch: list[_Write], done: asyncio.Future[dict[int, BaseException]]
     ) -> None:
+        errors: dict[int, BaseException]
         if done.cancelled():
-            errors = dict.fromkeys(range(len(batch)), StoreError("database commit was cancelled"))
+            errors = _all_failed(len(batch), StoreError("database commit was cancelled"))
         elif done.exception() is not None:
-            errors = dict.fromkeys(
-                range(len(batch)), StoreError(f"commit failed: {done.exception()}")
-            )
+            errors = _all_failed(len(batch), StoreError(f"commit failed: {done.exception()}"))
         else:
             errors = done.result()
         self._settle(batch, errors)
@@ -368,6 +367,10 @@ def _row_group(sql: str) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _multi_row(sql: str, rows: int) -> str:
     return sql + (", " + (_row_group(sql) or "")) * (rows - 1)
+
+
+def _all_failed(count: int, error: BaseException) -> dict[int, BaseException]:
+    return dict.fromkeys(range(count), error)
 
 
 def store_error(exc: sqlite3.Error, doing: str) -> StoreError:

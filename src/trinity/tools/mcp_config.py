@@ -207,5 +207,5 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string"}
+    names: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
     return names.get(type(value), type(value).__name__)

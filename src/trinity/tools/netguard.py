@@ -242,6 +242,7 @@ def parse_url(url: str) -> Target:
 
 
 def _parse_host(raw: str, *, bracketed: bool) -> tuple[str, IPAddress | None]:
+    ip: IPAddress | None
     if bracketed:
         try:
             ip = ipaddress.IPv6Address(raw)
