@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trinity.agents import AgentContext, build_graph
-from trinity.agents.knowledge import Knowledge
+from trinity.agents.knowledge import store_lessons
 from trinity.config import Settings
 from trinity.engine import Engine, Limits
 from trinity.errors import LeaseLostError, RunNotRecordedError, StoreError, TrinityError
@@ -130,7 +130,7 @@ async def execute(
             helper.cancel()
         cancels.pop(state.run_id, None)
         try:
-            await asyncio.shield(_close_books(state, ctx, journal))
+            await asyncio.shield(close_books(state, journal, store, bus.emit))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -142,9 +142,11 @@ async def execute(
     return state
 
 
-async def _close_books(state: RunState, ctx: AgentContext, journal: RunJournal) -> None:
+async def close_books(
+    state: RunState, journal: RunJournal, store: Store, emit: EventSink
+) -> None:
     """Steps cut off mid-way, lessons for runs that stopped outside the graph, then the final
-    transaction: last checkpoint, report, row, lease."""
+    transaction: last journal entry, report, row, lease."""
     for step in state.plan.steps if state.plan else []:
         if step.status == StepStatus.RUNNING:
             step.status = StepStatus.FAILED
@@ -153,8 +155,7 @@ async def _close_books(state: RunState, ctx: AgentContext, journal: RunJournal) 
     if journal.failure is None and state.lessons_stored == 0 and state.last_node != "learn":
         try:
             async with asyncio.timeout(_FINALIZE_TIMEOUT_S):
-                update = await Knowledge(ctx).learn(state)
-            state.lessons_stored = update["lessons_stored"]
+                state.lessons_stored = await store_lessons(state, store, emit)
         except Exception:
             log.warning("could not store lessons for run %s", state.run_id, exc_info=True)
     await journal.finish(state, render_report(state))

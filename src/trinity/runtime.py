@@ -31,12 +31,11 @@ from trinity.errors import (
     StoreError,
 )
 from trinity.events import EventBus, EventSink
-from trinity.execution import Services, execute
+from trinity.execution import Services, close_books, execute
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
 from trinity.plans import load_plan_file, looks_like_plan_file
-from trinity.report import render_report
 from trinity.state import (
     OnInterrupted,
     PendingApproval,
@@ -503,8 +502,10 @@ class Runtime:
             return state
         bus = EventBus(state.run_id, seq=seq)
         journal = RunJournal(self.store, state, bus, epoch=epoch)
-        bus.subscribe(journal)
-        await journal.finish(state, render_report(state))
+        bus.subscribe(journal)  # first, as in every run
+        for subscriber in self._subscribers:
+            bus.subscribe(subscriber)
+        await close_books(state, journal, self.store, bus.emit)
         return state
 
     def _decided(self, state: RunState) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from trinity.agents.context import AgentContext
-from trinity.events import LessonsRecalled, LessonsStored
+from trinity.events import EventSink, LessonsRecalled, LessonsStored
 from trinity.state import Lesson, RunState, StepStatus, StopReason
+from trinity.store import Store
 
 RECALL_LIMIT = 5
 
@@ -21,22 +22,28 @@ class Knowledge:
         return {"lessons_used": lessons}
 
     async def learn(self, state: RunState) -> dict[str, Any]:
-        lessons = derive_lessons(state)
-        await self.ctx.store.add_lessons(lessons)
-        self.ctx.emit(LessonsStored(count=len(lessons)))
-        return {"lessons_stored": len(lessons)}
+        return {"lessons_stored": await store_lessons(state, self.ctx.store, self.ctx.emit)}
+
+
+async def store_lessons(state: RunState, store: Store, emit: EventSink) -> int:
+    """Draw a run's lessons, store them, and say how many."""
+    lessons = derive_lessons(state)
+    await store.add_lessons(lessons)
+    emit(LessonsStored(count=len(lessons)))
+    return len(lessons)
 
 
 MAX_LESSON_CHARS = 2000
+_NOT_ENDED = frozenset({StopReason.CANCELLED, StopReason.ERROR, StopReason.AWAITING_APPROVAL})
 
 
 def derive_lessons(state: RunState) -> list[Lesson]:
     """What worked, what failed and why — from the run's own record, without an LLM.
 
-    A cancelled run, or one waiting for an approval, yields none: it has not ended, and will
-    be resumed (its lessons are drawn when it really ends)."""
+    A run that was cancelled, stopped by an error, or waits for an approval yields none: it
+    has not ended, and can be resumed (its lessons are drawn when it really ends)."""
     lessons: list[Lesson] = []
-    if state.stop_reason in (StopReason.CANCELLED, StopReason.AWAITING_APPROVAL):
+    if state.stop_reason in _NOT_ENDED:
         return lessons
 
     def lesson(outcome: str, text: str, tags: list[str]) -> None:

@@ -13,8 +13,10 @@ from trinity.agents.progress import ProgressMonitor
 from trinity.engine import END
 from trinity.events import DecisionMade, PolicyChosen, ProgressFound
 from trinity.state import (
+    Attempt,
     Decision,
     FailureAction,
+    OnInterrupted,
     Policy,
     ProgressFinding,
     RunState,
@@ -133,7 +135,7 @@ class MetaPlanner:
         attempt = step.attempts[-1]
         retry_ok = (
             policy.on_failure == FailureAction.RETRY
-            and not attempt.interrupted  # never repeat an action that may already have happened
+            and (not attempt.interrupted or _absent(attempt, policy))
             and not attempt.denied  # the same call would be refused again
             and len(step.attempts) <= policy.max_step_retries
         )
@@ -151,6 +153,16 @@ class MetaPlanner:
             f"({why}): {verdict.summary}"
         )
         return {"decision": Decision.FINISH}
+
+
+def _absent(attempt: Attempt, policy: Policy) -> bool:
+    """An interrupted call (it may or may not have happened) is repeated only on evidence that
+    its outcome is not there: checks that could still run, and failed."""
+    verdict = attempt.verdict
+    if verdict is None or policy.on_interrupted == OnInterrupted.FAIL:
+        return False
+    known = [check for check in verdict.checks if not check.unknown]
+    return bool(known) and not all(check.passed for check in known)
 
 
 _FIXED = {"recall": "meta", "atlas": "meta", "tetyana": "grisha", "grisha": "meta", "learn": END}
