@@ -211,6 +211,8 @@ class PermissionApplied(EventBase):
     """``deny`` by the policy, or a person's ``approve`` / ``deny``."""
     by: str | None = None
     """The person, for a person's decision."""
+    question: Literal["permission", "rerun"] = "permission"
+    """What the person was asked: may the call be made, or made again after a crash."""
 
 
 class ToolServerProblem(EventBase):

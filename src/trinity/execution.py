@@ -142,9 +142,7 @@ async def execute(
     return state
 
 
-async def close_books(
-    state: RunState, journal: RunJournal, store: Store, emit: EventSink
-) -> None:
+async def close_books(state: RunState, journal: RunJournal, store: Store, emit: EventSink) -> None:
     """Steps cut off mid-way, lessons for runs that stopped outside the graph, then the final
     transaction: last journal entry, report, row, lease."""
     for step in state.plan.steps if state.plan else []:

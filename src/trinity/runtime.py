@@ -439,6 +439,7 @@ class Runtime:
                 note,
                 revision=pending.revision,
                 audit=(pending.tool, audit_args(pending.args), pending.rule),
+                reason=_REASONS[pending.question],
             )
             if not recorded:
                 earlier = self._decision_on(state.run_id, pending) or {}
@@ -646,10 +647,20 @@ def _os_user() -> str:
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
+_REASONS = {"permission": "", "rerun": "re-run after a crash during the call"}
+"""What the audit log says a person was asked (a permission question needs no words)."""
+
+
 def _waiting_message(state: RunState) -> str:
     pending = state.pending_approval
     what = f"step {pending.step_id!r} ({pending.tool})" if pending else "a tool call"
     run = state.run_id
+    if pending is not None and pending.question == "rerun":
+        return (
+            f"run {run} asks whether to make the call of {what} again (the run stopped during "
+            f"it): `trinity runs approve {run}` makes it again, `trinity runs deny {run}` "
+            "judges the step by its checks"
+        )
     return (
         f"run {run} is awaiting approval of {what}: approve it with "
         f"`trinity runs approve {run}` or refuse it with `trinity runs deny {run}`"

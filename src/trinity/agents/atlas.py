@@ -30,9 +30,7 @@ class PlanDraft(BaseModel):
     steps: list[StepDraft] = Field(min_length=1, max_length=50)
 
 
-def check_steps(
-    steps: Sequence[StepSpec], tools: list[ToolSpec], used_ids: set[str]
-) -> list[str]:
+def check_steps(steps: Sequence[StepSpec], tools: list[ToolSpec], used_ids: set[str]) -> list[str]:
     """Problems that make a plan unusable: unknown tools, missing or unknown arguments, ids."""
     by_name = {tool.name: tool for tool in tools}
     problems: list[str] = []

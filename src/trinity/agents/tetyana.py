@@ -97,21 +97,21 @@ class Tetyana:
     # -- after a crash -------------------------------------------------------------------------
 
     async def _after_crash(self, state: RunState, step: Step) -> None:
-        number = len(step.attempts) + 1
+        last = step.attempts[-1] if step.attempts else None
+        if last is not None and last.result is None and last.verdict is None:
+            lost = last  # cut off by a cancel or a deadline: journaled, with no result
+        else:  # a crash: the attempt never reached the journal, nor did its count
+            lost = Attempt(number=len(step.attempts) + 1, started_at=time.time())
+            step.attempts.append(lost)
+            state.counters.tool_calls += 1
+        number = lost.number
         action = await self._interrupted_action(state, step)
         self.ctx.emit(
             InterruptedCall(step=step.id, tool=step.tool, attempt=number, action=action.value)
         )
-        now = time.time()
-        step.attempts.append(
-            Attempt(
-                number=number,
-                started_at=now,
-                finished_at=now,
-                interrupted=True,
-                result=ToolResult(ok=False, error=LOST),
-            )
-        )
+        lost.interrupted = True
+        lost.finished_at = lost.finished_at or time.time()
+        lost.result = ToolResult(ok=False, error=LOST)
         step.status = StepStatus.RUNNING
         state.interrupted = False
         if action == OnInterrupted.RERUN:
@@ -149,7 +149,11 @@ class Tetyana:
         state.pending_approval = None
         self.ctx.emit(
             PermissionApplied(
-                step=step.id, tool=step.tool, action=answer["decision"], by=answer["actor"]
+                step=step.id,
+                tool=step.tool,
+                action=answer["decision"],
+                by=answer["actor"],
+                question="rerun",
             )
         )
         if answer["decision"] == "approve":

@@ -90,7 +90,13 @@ def describe(event: EventBase) -> str | None:
             f"[/] — {escape(event.reason)}"
         )
     if isinstance(event, PermissionApplied) and event.by:  # a person's decision
-        verb = "approved" if event.action == "approve" else "denied"
+        verbs = {
+            ("permission", "approve"): "approved",
+            ("permission", "deny"): "denied",
+            ("rerun", "approve"): "to be made again, said",
+            ("rerun", "deny"): "not to be made again (judged by its checks), said",
+        }
+        verb = verbs.get((event.question, event.action), event.action)
         return f"[yellow]tetyana[/]  {event.step}: {verb} by {escape(event.by)}"
     if isinstance(event, ToolServerProblem):
         return f"[yellow]tools[/]    server {event.server}: {escape(event.problem[:200])}"

@@ -90,9 +90,11 @@ class Records:
         *,
         revision: int = 0,
         audit: tuple[str, dict[str, Any], int | None] | None = None,
+        reason: str = "",
     ) -> bool:
         """Record a person's decision on one pending call, durably, and with it (in the same
-        transaction) its audit row when ``audit`` gives ``(tool, args, rule)``. Returns
+        transaction) its audit row when ``audit`` gives ``(tool, args, rule)``: its reason is
+        ``reason`` (what the person was asked), then the note. Returns
         ``False`` (and changes nothing) when that call already has a decision: the first one
         stands."""
         statements = [
@@ -104,7 +106,8 @@ class Records:
         ]
         if audit is not None:
             tool, args, rule = audit
-            row = _audit_row(run_id, step_id, tool, args, decision, rule, note or "", actor)
+            said = "; ".join(part for part in (reason, note or "") if part)
+            row = _audit_row(run_id, step_id, tool, args, decision, rule, said, actor)
             statements.append(Statement(_AUDIT_INSERT, row))
         try:
             await self.writer.write_all(statements)

@@ -76,6 +76,7 @@ from trinity.tools.builtin.files import (
 from trinity.tools.builtin.output import _cap
 from trinity.tools.builtin.paths import _require_regular, _vet_pattern, resolve_in_workspace
 from trinity.tools.builtin.processes import (
+    SHELL_GATE,
     _limited_argv,
     _process_result,
     _run_process,
@@ -411,7 +412,7 @@ class BuiltinTools:
         )
         argv = _limited_argv(limits, [sys.executable, "-I", fswalk.__file__])
         finished = await _run_process(
-            lambda: _spawn_exec(argv, cwd=self.root, stdin=True),
+            lambda: _spawn_exec(argv, cwd=self.root),
             stdin_data=json.dumps(dataclasses.asdict(request)).encode(),
             limit_s=limit,
         )
@@ -431,16 +432,7 @@ class BuiltinTools:
         limit = self._limit(args.timeout_s, timeout_s)
 
         def spawn() -> Coroutine[Any, Any, asyncio.subprocess.Process]:
-            # A new session makes the command a process group we can kill whole on timeout.
-            return asyncio.create_subprocess_shell(
-                args.command,
-                cwd=self.root,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=scrubbed_env(),
-                start_new_session=True,
-            )
+            return _spawn_exec(["/bin/sh", "-c", SHELL_GATE, "sh", args.command], cwd=self.root)
 
         finished = await _run_process(spawn, stdin_data=None, limit_s=limit)
         return _process_result("shell.run", finished, limit)
@@ -451,7 +443,7 @@ class BuiltinTools:
         # `-`: the script comes on stdin, which has no size limit (argv has one).
         argv = _limited_argv(self.python_limits, [sys.executable, "-I", "-"])
         finished = await _run_process(
-            lambda: _spawn_exec(argv, cwd=self.root, stdin=True),
+            lambda: _spawn_exec(argv, cwd=self.root),
             stdin_data=args.code.encode("utf-8"),
             limit_s=limit,
         )

@@ -43,6 +43,12 @@ def scrubbed_env() -> dict[str, str]:
 # everything it starts, and it cannot raise them again.
 _LIMITS_BOOTSTRAP = """\
 import os, resource, sys
+while True:  # the start gate (see _run_process)
+    byte = os.read(0, 1)
+    if not byte:
+        os._exit(125)
+    if byte == b"\\n":
+        break
 cpu, memory, file_size, open_files = map(int, sys.argv[1:5])
 def lower(which, soft, hard=None):
     hard = soft if hard is None else hard
@@ -64,13 +70,18 @@ def _limited_argv(limits: ProcessLimits, argv: list[str]) -> list[str]:
     return [sys.executable, "-I", "-c", _LIMITS_BOOTSTRAP, *map(str, numbers), "--", *argv]
 
 
-def _spawn_exec(
-    argv: list[str], *, cwd: Path, stdin: bool
-) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+SHELL_GATE = 'IFS= read -r _ || exit 125; exec </dev/null; exec /bin/sh -c "$1"'
+"""How ``shell.run`` starts a command: behind the start gate, then ``/bin/sh -c COMMAND`` with
+no stdin, as ``subprocess``'s ``shell=True`` would."""
+
+
+def _spawn_exec(argv: list[str], *, cwd: Path) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+    """Start ``argv`` (which must pass the start gate: the limits bootstrap or
+    :data:`SHELL_GATE`) with stdin a pipe."""
     return asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=scrubbed_env(),
@@ -96,18 +107,20 @@ async def _run_process(
 ) -> _Finished:
     """Start a process, feed it ``stdin_data``, keep the first ``_CAPTURE_BYTES`` of its
     output (reading, and discarding, the rest so it never blocks on a full pipe), and kill
-    its whole process group when ``limit_s`` passes or the caller is cancelled."""
+    its whole process group when ``limit_s`` passes or the caller is cancelled.
+
+    The process waits at a start gate (it reads a line from stdin before it does anything) until
+    its group is known to the :mod:`~trinity.tools.reaper`: if this process dies in between,
+    the gate reads end-of-file and the command never starts."""
     proc = await spawn()
     REAPER.track(proc.pid)
     finished = _Finished()
 
     async def feed() -> None:
-        if proc.stdin is None:
-            return
+        assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            if stdin_data:
-                proc.stdin.write(stdin_data)
-                await proc.stdin.drain()
+            proc.stdin.write(b"\n" + (stdin_data or b""))
+            await proc.stdin.drain()
             proc.stdin.close()
 
     async def drain() -> None:
