@@ -127,8 +127,9 @@ def runs_trace(
     run_id: str,
     db: DbOption = None,
     json_output: JsonOption = False,
-    checkpoints: Annotated[
-        bool, typer.Option("--checkpoints", help="Show the checkpoint entries too")
+    changes: Annotated[
+        bool,
+        typer.Option("--changes", help="Show the state changes journal entries carry too"),
     ] = False,
 ) -> None:
     """The event log of a run (``--json``: the whole journal, as JSONL)."""
@@ -142,14 +143,8 @@ def runs_trace(
     start = events[0]["ts"] if events else 0.0
     for event in events:
         data = event["data"]
-        if event["kind"] == "checkpoint":
-            if not checkpoints:
-                continue
-            data = {
-                "step": data.get("step"),
-                "next": data.get("next"),
-                "set": list(data.get("set") or []),
-            }
+        if not changes:
+            data = {key: value for key, value in data.items() if key != "changes"}
         text = json.dumps(data, ensure_ascii=False)
         out.print(
             f"{event['seq']:5d} {event['ts'] - start:8.3f}s {event['kind']:<16} "
