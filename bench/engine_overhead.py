@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from tables import table
-from trinity.engine import END, Engine, Graph, StoreCheckpointer
+from trinity.engine import END, Engine, Graph
+from trinity.events import EventBus
 from trinity.state import EngineState
 from trinity.store import Store
+from trinity.store.journal import RunJournal
 
 CYCLE = ["meta", "planner", "executor", "verifier", "knowledge"]
 NEXT = {name: CYCLE[(i + 1) % len(CYCLE)] for i, name in enumerate(CYCLE)}
@@ -81,13 +83,26 @@ class TrinityRunner:
 
     def __init__(self, folder: Path, sleep_s: float, checkpoints: bool, durability: str) -> None:
         self.store = Store(folder / "trinity.db") if checkpoints else None
-        cp = StoreCheckpointer(self.store) if self.store else None
-        self.engine = Engine(trinity_graph(sleep_s), checkpointer=cp, durability=durability)  # type: ignore[arg-type]
+        self.graph = trinity_graph(sleep_s)
+        self.durability = durability
         self.count = 0
 
     async def run(self, steps: int) -> int:
         self.count += 1
-        state = await self.engine.run(BenchState(run_id=f"r{self.count}", limit=steps))
+        state = BenchState(run_id=f"r{self.count}", limit=steps)
+        if self.store is None:
+            engine = Engine(self.graph, durability=self.durability)  # type: ignore[arg-type]
+        else:  # a run's journal, as the Runtime builds it: every event a row, the changes on
+            bus = EventBus(state.run_id)  # the entries at each step's boundaries
+            journal = RunJournal(self.store, state, bus, epoch=0)
+            bus.subscribe(journal)
+            engine = Engine(
+                self.graph,
+                journal=journal,
+                events=bus.emit,
+                durability=self.durability,  # type: ignore[arg-type]
+            )
+        await engine.run(state)
         return state.n
 
     async def close(self) -> None:

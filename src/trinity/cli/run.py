@@ -52,7 +52,14 @@ def drive(runtime_: Runtime, go: Drive, json_output: bool, run_id: str | None = 
     from trinity.cli.progress import Progress, print_outcome
     from trinity.engine.aio import Terminated, run_main
     from trinity.engine.watchdog import WATCHDOG
-    from trinity.errors import ApprovalPendingError, InputError, TrinityError
+    from trinity.errors import (
+        ApprovalPendingError,
+        ConfigError,
+        InputError,
+        RunNotRecordedError,
+        StoreError,
+        TrinityError,
+    )
 
     WATCHDOG.on_stuck = exit_when_stuck
 
@@ -76,9 +83,11 @@ def drive(runtime_: Runtime, go: Drive, json_output: bool, run_id: str | None = 
         raise typer.Exit(EXIT_SIGNALLED.get(signal.Signals(signum), EXIT_INTERRUPTED)) from None
     except ApprovalPendingError as exc:
         fail(str(exc), EXIT_AWAITING)
-    except InputError as exc:  # found while setting the run up: nothing ran
+    except RunNotRecordedError as exc:  # it ran, and its end could not be written
+        fail(str(exc), EXIT_STOPPED)
+    except (InputError, ConfigError, StoreError) as exc:  # before the run could start
         fail(str(exc))
-    except TrinityError as exc:  # a storage failure, a lost lease: the message says what now
+    except TrinityError as exc:
         fail(str(exc), EXIT_STOPPED)
     finally:
         runtime_.close()

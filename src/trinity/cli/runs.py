@@ -27,8 +27,16 @@ app = typer.Typer(
 
 
 def _find(rt: Runtime, run_id: str) -> dict[str, Any]:
-    row = rt.store.get_run(run_id)
+    """The run's row; an unknown id, or a database that cannot be read, is exit 2."""
+    from trinity.errors import TrinityError
+
+    try:
+        row = rt.store.get_run(run_id)
+    except TrinityError as exc:
+        rt.close()
+        fail(str(exc))
     if row is None:
+        rt.close()
         fail(f"no run with id {run_id!r} (see `trinity runs list`)")
     return row
 

@@ -302,6 +302,7 @@ class Engine(Generic[S]):
         put = setattr if type(state).model_config.get("validate_assignment") else _put
         journal = self.journal
         sync = self.durability == "sync"
+        recorded = journal is not None or self.events is not None  # else: no events to make
         max_steps = limits.max_steps
         node_timeout = limits.node_timeout_s
         clock = time.perf_counter
@@ -324,7 +325,7 @@ class Engine(Generic[S]):
                 except BaseException:
                     state.in_flight = None  # the action was not started
                     raise
-            else:
+            elif recorded:
                 self._entry(state, NodeStarted(node=node, step=state.step))
             started = control.started = clock()
             if node_timeout is None:
@@ -366,9 +367,11 @@ class Engine(Generic[S]):
                 put(state, "next_node", None)
             else:
                 put(state, "next_node", following)
-            self._entry(
-                state, NodeFinished(node=node, step=state.step, seconds=elapsed, next=following)
-            )
+            if recorded:
+                self._entry(
+                    state,
+                    NodeFinished(node=node, step=state.step, seconds=elapsed, next=following),
+                )
             if following == END:
                 return
             if sync and journal is not None:

@@ -96,8 +96,7 @@ class RunJournal:
             return
         if self.failure is not None:
             return  # a gap now would corrupt the journal; the final snapshot closes it
-        future = self.store.writer.write_soon(statement.sql, statement.params)
-        future.add_done_callback(self._landed)
+        self.store.writer.write_soon(statement.sql, statement.params, self._failed)
         if self._since_snapshot >= self._snapshot_due() and isinstance(event, JournalEntry):
             self.snapshot(self.state, urgent=False)
 
@@ -105,10 +104,12 @@ class RunJournal:
         return max(SNAPSHOT_MIN_BYTES, 2 * self._snapshot_bytes)
 
     def _landed(self, future: asyncio.Future[None]) -> None:
-        if future.cancelled() or self.failure is not None:
-            return
-        error = future.exception()
+        error = None if future.cancelled() else future.exception()  # (always retrieved)
         if error is not None:
+            self._failed(error)
+
+    def _failed(self, error: BaseException) -> None:
+        if self.failure is None:
             self.failure = error if isinstance(error, StoreError) else StoreError(str(error))
             log.error("run %s: journal write failed: %s", self.bus.run_id, error)
 

@@ -160,10 +160,12 @@ class Store(Records):
     def _migrate(self) -> None:
         try:
             conn = self._connect()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from None
-        try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the database {self.path}: {_why(self.path, exc)}"
+            ) from None
+        try:
             if version > len(MIGRATIONS):
                 raise StoreError(
                     f"{self.path} has schema version {version}, newer than this Trinity "
@@ -404,3 +406,20 @@ class Store(Records):
 def _apply_migrations(conn: sqlite3.Connection, version: int) -> None:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+
+
+def _why(path: Path, exc: sqlite3.Error) -> str:
+    """What SQLite said, and what it means when it is not plain."""
+    text = str(exc)
+    try:
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only or not os.access(path.parent, os.W_OK):
+        return (
+            f"{text}: it is on read-only storage (or its folder is not writable), and SQLite "
+            "must write its -wal and -shm files beside it"
+        )
+    if "malformed" in text:
+        return f"{text}: the file is damaged (`trinity doctor` says more)"
+    return text

@@ -77,6 +77,8 @@ class _Write:
     """Several statements written all or none (``sql`` is then empty)."""
     urgent: bool = True
     """Somebody waits for it: commit on the next loop iteration."""
+    on_error: Callable[[BaseException], None] | None = None
+    """Told if the write fails (cheaper than a future, for writes nobody awaits)."""
 
 
 class GroupCommitWriter:
@@ -110,12 +112,15 @@ class GroupCommitWriter:
         Without a running event loop it is written at once."""
         self._submit(_Write(sql, params, None, urgent=False))
 
-    def write_soon(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
-        """Queue a write nobody waits for now; the future tells, once it is committed (with
-        the next urgent write, or within :data:`COMMIT_DELAY_S`), whether it landed."""
-        future = asyncio.get_running_loop().create_future()
-        self._submit(_Write(sql, params, future, urgent=False))
-        return future
+    def write_soon(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Queue a write nobody waits for: it commits with the next urgent write, or within
+        :data:`COMMIT_DELAY_S`; ``on_error`` is called (on the event loop) if it fails."""
+        self._submit(_Write(sql, params, None, urgent=False, on_error=on_error))
 
     def write_durable(self, sql: str, params: Sequence[Any] = ()) -> asyncio.Future[None]:
         """Queue a write; the returned future resolves once it is committed."""
@@ -268,9 +273,11 @@ class GroupCommitWriter:
         self._committing = False
         for index, item in enumerate(batch):
             future = item.future
+            error = errors.get(index)
+            if error is not None and item.on_error is not None:
+                item.on_error(error)
             if future is None or future.done():
                 continue
-            error = errors.get(index)
             if error is None:
                 future.set_result(None)
             else:
