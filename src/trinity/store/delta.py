@@ -19,6 +19,7 @@ that is current when it starts** (Tetyana and Grisha work on it, the Meta-Planne
 from __future__ import annotations
 
 import itertools
+from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel
@@ -35,6 +36,7 @@ _FIXED = frozenset({"run_id", "task", "requested", "permissions", "mcp_servers_f
 _REPLACED = frozenset({"policy", "lessons_used", "progress_findings", "pending_approval"})
 """RunState fields the agents replace, never change in place: the same object is unchanged."""
 _SCALARS = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 class StateTracker:
@@ -76,17 +78,19 @@ class StateTracker:
         """What changed since the last call (or :meth:`reset`)."""
         out: list[Change] = []
         last, values = self._last, state.__dict__
-        names = []
+        models = []
         for name in self._small:
             value = values[name]
             if isinstance(value, _SCALARS):  # (StrEnums too) compared as they are
                 if last.get(name, _MISSING) != value:
-                    names.append(name)
+                    self._set(state, name, value.value if isinstance(value, Enum) else value, out)
+            elif type(value) is dict and all(type(v) in _PLAIN for v in value.values()):
+                self._set(state, name, dict(value), out)  # node_seconds: no pydantic needed
             elif name not in self._replaced or value is not self._objects.get(name, _MISSING):
-                names.append(name)
-        if names:
-            dumped = state.model_dump(mode="json", include=set(names))
-            for name in names:
+                models.append(name)
+        if models:
+            dumped = state.model_dump(mode="json", include=set(models))
+            for name in models:
                 self._set(state, name, dumped[name], out)
         if isinstance(state, RunState):
             self._plan_changes(state, out)
