@@ -402,3 +402,22 @@ def test_a_thousand_step_run_killed_half_way_matches_one_never_killed(tmp_path: 
 
     assert shown(killed) == shown(whole)
     assert all(status == "succeeded" for _, status in shown(killed))
+
+
+def test_cancelling_a_run_whose_process_died_records_it_as_cancelled(tmp_path: Path) -> None:
+    cli = Trinity(tmp_path)
+    plan = cli.plan(ledger_steps(4))
+    proc = cli.start("run", plan)
+    wait_for(lambda: len(cli.ledger()) >= 2, what="two steps")
+    kill_group(proc)
+    (row,) = cli.runs()
+    assert row["shown_status"] == "interrupted"
+    cancelled = cli("runs", "cancel", str(row["id"]))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "had no live process" in cancelled.stderr
+    (row,) = cli.runs()
+    assert row["status"] == "cancelled" and row["lease_owner"] is None
+    assert "while no process was running it" in str(row["stop_detail"])
+    done = cli.finish(str(row["id"]))  # and it can still be resumed
+    assert done.returncode == 0
+    assert cli.ledger() == [f"step-{i}" for i in range(4)]
