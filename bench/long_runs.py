@@ -13,6 +13,11 @@ sum of every attempt's ``result.duration_s`` in the final state); the runtime's 
 plan step, (wall - tool time) / N; and the database size after ``Runtime.close()`` (the .db
 file plus any -wal file).
 
+The same plan with ``append: true`` (every step appends its line to one ledger, with a
+``file_exists`` check) is measured too: such a call cannot be repeated, so the run waits before
+each one until its in-flight mark is on disk (one fsync per step), where a plain ``fs.write``
+(idempotent) needs no wait.
+
 Part 2 — LangGraph beside it: a ``StateGraph`` with one node per plan step, in a chain, whose
 state is a list that every node appends one record to (id, tool, args, result text) after the
 same file write; the synchronous API with ``SqliteSaver`` (langgraph.checkpoint.sqlite), its
@@ -59,14 +64,15 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("TRINITY_")}
 STARTUP_TARGETS_S = {"trinity --help": 0.25, "trinity run examples/hello.yaml": 0.6}
 
 
-def plan_yaml(n: int) -> str:
+def plan_yaml(n: int, append: bool = False) -> str:
     lines = [f"task: Write {n} small files, one per step", "steps:"]
     for i in range(n):
-        name = f"f{i:05d}.txt"
+        name = "ledger.txt" if append else f"f{i:05d}.txt"
+        extra = ", append: true" if append else ""
         lines += [
             f"  - id: s{i:05d}",
             "    tool: fs.write",
-            f'    args: {{path: {name}, content: "file {i}\\n"}}',
+            f'    args: {{path: {name}, content: "file {i}\\n"{extra}}}',
             "    checks:",
             f"      - file_exists: {name}",
         ]
@@ -80,12 +86,14 @@ def db_bytes(db: Path) -> int:
 # -- the cells (each in a fresh process) ---------------------------------------------------------
 
 
-async def trinity_cell(n: int, folder: Path, deadline_s: float) -> dict[str, Any]:
+async def trinity_cell(
+    n: int, folder: Path, deadline_s: float, append: bool = False
+) -> dict[str, Any]:
     from trinity.config import Settings
     from trinity.runtime import Runtime
 
     plan, db, ws = folder / "plan.yaml", folder / "trinity.db", folder / "ws"
-    plan.write_text(plan_yaml(n), encoding="utf-8")
+    plan.write_text(plan_yaml(n, append), encoding="utf-8")
     runtime = Runtime(Settings(database_url=str(db), workspace=ws))
     started = time.perf_counter()
     request = runtime.prepare(str(plan), workspace=ws, max_steps=5 * n + 100, timeout_s=deadline_s)
@@ -233,13 +241,19 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
-def report(trinity: dict[int, Any], lg: dict[int, Any], starts: dict[str, Any]) -> None:
+def report(
+    trinity: dict[int, Any], appends: dict[int, Any], lg: dict[int, Any], starts: dict[str, Any]
+) -> None:
     cols = [("wall_s", ".2f"), ("ms_per_step", ".2f"), ("tool_s", ".3f"), ("overhead_ms", ".3f")]
     cols += [("graph_steps", ".0f"), ("db_bytes", ",.0f"), ("db_bytes_per_step", ",.0f")]
-    rows = [[str(n), *cells(r, *cols)] for n, r in trinity.items()]
     header = ["steps", "wall s", "ms/step", "tool s", "overhead ms/step", "graph steps"]
-    title = "Trinity: a plan of N fs.write steps, full runtime, SQLite"
-    print(table(title, [*header, "DB bytes", "DB bytes/step"], rows))
+    for title, results in (
+        ("Trinity: a plan of N fs.write steps, full runtime, SQLite", trinity),
+        ("Trinity: N fs.write appends (not repeatable: a durable mark before each)", appends),
+    ):
+        if results:
+            rows = [[str(n), *cells(r, *cols)] for n, r in results.items()]
+            print(table(title, [*header, "DB bytes", "DB bytes/step"], rows))
 
     pair = (("ms_per_step", ".2f"), ("db_bytes_per_step", ",.0f"))
     rows = [
@@ -302,14 +316,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="processes per cell (median)")
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--no-langgraph", action="store_true")
+    parser.add_argument("--no-appends", action="store_true", help="skip the append variant")
     parser.add_argument("--json", type=Path, help="also write the raw numbers to this file")
     parser.add_argument("--cell", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
         cell = json.loads(args.cell)
         folder = Path(cell["folder"])
-        if cell["engine"] == "trinity":
-            print(json.dumps(asyncio.run(trinity_cell(cell["n"], folder, cell["deadline_s"]))))
+        if cell["engine"] in ("trinity", "trinity-append"):
+            append = cell["engine"] == "trinity-append"
+            ran = asyncio.run(trinity_cell(cell["n"], folder, cell["deadline_s"], append))
+            print(json.dumps(ran))
         else:
             print(json.dumps(langgraph_cell(cell["n"], folder)))
         return
@@ -338,9 +355,10 @@ def main() -> None:
     )
 
     trinity = measure("trinity", sizes, args)
+    appends = {} if args.no_appends else measure("trinity-append", sizes, args)
     lg = measure("langgraph", lg_sizes, args) if lg_sizes else {}
     starts = startup(args.startup_runs) if args.startup_runs else {}
-    report(trinity, lg, starts)
+    report(trinity, appends, lg, starts)
     if args.json:
         raw = {
             "commit": commit,
@@ -350,6 +368,7 @@ def main() -> None:
             "sqlite": sqlite3.sqlite_version,
             "timeout_s": args.timeout_s,
             "trinity": trinity,
+            "trinity_appends": appends,
             "langgraph_runs": lg,
             "startup": starts,
         }

@@ -1,0 +1,283 @@
+"""Requests: what a user asks Trinity to run, checked before anything is stored.
+
+:class:`Preparation` is a base of :class:`~trinity.runtime.Runtime`: :meth:`Preparation.prepare`
+checks everything a user can get wrong (the task or plan file, the model and its key, the
+workspace, the limits, the MCP servers, the permission policy, the database) and returns a
+:class:`RunRequest`, so a refused request leaves nothing half-written in the store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trinity.agents.atlas import check_steps
+from trinity.config import Settings
+from trinity.errors import ConfigError, InputError, PlanFileError
+from trinity.llm.base import LLMProvider
+from trinity.llm.pricing import PriceTable
+from trinity.llm.registry import check_model
+from trinity.plans import load_plan_file, looks_like_plan_file
+from trinity.state import OnInterrupted, Plan, VerificationLevel
+from trinity.store import Store
+from trinity.tools.base import ToolProvider
+from trinity.tools.builtin import BUILTIN_SPECS
+from trinity.tools.mcp_config import McpConfig, load_mcp_config, parse_mcp_config
+from trinity.tools.permissions import PermissionPolicy
+
+_BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
+
+
+@dataclass
+class RunRequest:
+    """A validated request to run something."""
+
+    task: str
+    workspace: Path
+    model: str | None = None
+    plan: Plan | None = None
+    plan_file: str | None = None
+    max_steps: int = 200
+    timeout_s: float = 600.0
+    token_budget: int | None = None
+    cost_budget_usd: float | None = None
+    node_timeout_s: float | None = 300.0
+    llm_timeout_s: float = 120.0
+    tool_timeout_s: float = 120.0
+    requested: dict[str, Any] = field(default_factory=dict)
+    """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
+    permissions: PermissionPolicy | None = None
+    """The tool permission policy; the run keeps it (in its state) when resumed."""
+    mcp_servers_file: str | None = None
+    """Absolute path of the MCP servers file, so a resume from another folder finds it."""
+    on_interrupted: OnInterrupted = OnInterrupted.RECHECK
+    """What a resume does about a tool call the run's process died during."""
+
+    def limits(self) -> dict[str, Any]:
+        """The run's limits, keyed as :class:`~trinity.state.Policy` names them."""
+        return {
+            "max_steps": self.max_steps,
+            "deadline_s": self.timeout_s,
+            "token_budget": self.token_budget,
+            "cost_budget_usd": self.cost_budget_usd,
+            "node_timeout_s": self.node_timeout_s,
+            "llm_timeout_s": self.llm_timeout_s,
+            "tool_timeout_s": self.tool_timeout_s,
+        }
+
+
+class Preparation:
+    """Checking requests (the Runtime's first half)."""
+
+    settings: Settings
+    _llm: LLMProvider | None
+    _tools: ToolProvider | None
+    _permissions: PermissionPolicy | None
+    _price_table: PriceTable | None
+
+    if TYPE_CHECKING:  # the Runtime's
+
+        @property
+        def store(self) -> Store: ...
+
+    def prepare(
+        self,
+        target: str,
+        *,
+        model: str | None = None,
+        workspace: str | Path | None = None,
+        max_steps: int | None = None,
+        timeout_s: float | None = None,
+        verification: VerificationLevel | None = None,
+        token_budget: int | None = None,
+        max_replans: int | None = None,
+        permissions_file: str | Path | None = None,
+        mcp_servers_file: str | Path | None = None,
+        cost_budget_usd: float | None = None,
+        node_timeout_s: float | None = None,
+        llm_timeout_s: float | None = None,
+        tool_timeout_s: float | None = None,
+        on_interrupted: OnInterrupted | str | None = None,
+    ) -> RunRequest:
+        """Check a task text or plan file and the options; raise a clear error or return a
+        request that :meth:`start` can run. Nothing about the run is stored yet.
+
+        The permission policy is ``permissions_file``, else the Runtime's ``permissions``, else
+        ``settings.permissions_file``, else ``settings.permissions`` (inline), else none."""
+        s = self.settings
+        if not target or not target.strip():
+            raise InputError("the task is empty: give a task in words or a plan file path")
+        plan: Plan | None = None
+        plan_file: str | None = None
+        if looks_like_plan_file(target):
+            plan_file = target.strip()
+            parsed = load_plan_file(plan_file, max_bytes=s.max_plan_file_bytes)
+            plan = parsed.to_plan()
+            task = parsed.task.strip() or f"plan {Path(plan_file).name}"
+            verification = verification or parsed.verification
+        else:
+            task = target.strip()
+        if len(task) > s.max_task_chars:
+            raise InputError(
+                f"the task is {len(task)} characters; the limit is {s.max_task_chars} "
+                "(TRINITY_MAX_TASK_CHARS)"
+            )
+        model = model or s.model
+        if model is None and plan is None and self._llm is None:
+            raise ConfigError(
+                "a task in words needs a model: pass --model (scripted:FILE, openai:MODEL, "
+                "anthropic:MODEL, openai-compatible:URL#MODEL) or set TRINITY_MODEL, "
+                "or give a plan file"
+            )
+        if model is not None and self._llm is None:
+            check_model(model, s)
+        root = Path(workspace or s.workspace).expanduser()
+        _check_workspace(root)
+        servers_file = mcp_servers_file or s.mcp_servers_file
+        mcp_file = str(Path(servers_file).expanduser().resolve()) if servers_file else None
+        mcp = self._mcp_config(mcp_file)
+        clashing = sorted({server.name for server in mcp.enabled()} & _BUILTIN_NAMESPACES)
+        if clashing:
+            raise ConfigError(
+                f"MCP server name(s) {clashing} clash with the built-in tools' namespaces "
+                f"({', '.join(sorted(_BUILTIN_NAMESPACES))}): rename the server"
+            )
+        if plan is not None and plan_file is not None and self._tools is None:
+            # Built-in tools are checked here; a server's tools are only known once it runs,
+            # so for those the server must exist and the call validates the arguments.
+            servers = {server.name for server in mcp.enabled()}
+            builtin = [step for step in plan.steps if step.tool.split(".")[0] not in servers]
+            problems = check_steps(list(builtin), list(BUILTIN_SPECS), set())
+            if problems:
+                raise PlanFileError(plan_file, "; ".join(problems))
+        given = {  # keyed as Policy names them
+            "max_steps": max_steps,
+            "deadline_s": timeout_s,
+            "token_budget": token_budget,
+            "cost_budget_usd": cost_budget_usd,
+            "node_timeout_s": node_timeout_s,
+            "llm_timeout_s": llm_timeout_s,
+            "tool_timeout_s": tool_timeout_s,
+        }
+        limits = self._limits(**given)
+        if max_replans is None:
+            max_replans = s.max_replans  # a setting fixes it too; else the Meta-Planner chooses
+        if max_replans is not None and max_replans < 0:
+            raise InputError(f"max replans cannot be negative, got {max_replans}")
+        chosen_model = model if self._llm is None else (model or self._llm.model)
+        self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
+        try:
+            interrupted = OnInterrupted(on_interrupted or s.on_interrupted)
+        except ValueError:
+            choices = ", ".join(OnInterrupted)
+            raise InputError(
+                f"on_interrupted must be one of {choices}, got {on_interrupted!r}"
+            ) from None
+        explicit = {
+            **given,
+            "max_replans": max_replans,
+            "verification": VerificationLevel(verification) if verification else None,
+            "on_interrupted": OnInterrupted(on_interrupted) if on_interrupted else None,
+        }
+        requested = {key: value for key, value in explicit.items() if value is not None}
+        permissions = self._load_permissions(permissions_file)
+        _ = self.store  # last: a bad database URL or a too-new schema is bad configuration
+        return RunRequest(
+            task=task,
+            workspace=root.resolve(),
+            model=chosen_model,
+            plan=plan,
+            plan_file=plan_file,
+            max_steps=limits["max_steps"],
+            timeout_s=limits["deadline_s"],
+            token_budget=limits["token_budget"],
+            cost_budget_usd=limits["cost_budget_usd"],
+            node_timeout_s=limits["node_timeout_s"],
+            llm_timeout_s=limits["llm_timeout_s"],
+            tool_timeout_s=limits["tool_timeout_s"],
+            requested=requested,
+            permissions=permissions,
+            mcp_servers_file=mcp_file,
+            on_interrupted=interrupted,
+        )
+
+    def _limits(self, **given: float | None) -> dict[str, Any]:
+        """The run's limits: each given value, else its setting; each checked to be positive
+        (a clear error names the one that is not)."""
+        s = self.settings
+        names = {
+            "max_steps": ("max steps", "--max-steps / TRINITY_MAX_STEPS"),
+            "deadline_s": ("timeout", "--timeout / TRINITY_TIMEOUT_S"),
+            "token_budget": ("token budget", "--token-budget / TRINITY_TOKEN_BUDGET"),
+            "cost_budget_usd": ("cost budget", "--cost-budget / TRINITY_COST_BUDGET_USD"),
+            "node_timeout_s": ("node timeout", "--node-timeout / TRINITY_NODE_TIMEOUT_S"),
+            "llm_timeout_s": ("LLM timeout", "--llm-timeout / TRINITY_LLM_TIMEOUT_S"),
+            "tool_timeout_s": ("tool timeout", "--tool-timeout / TRINITY_TOOL_TIMEOUT_S"),
+        }
+        setting = {"deadline_s": "timeout_s"}
+        limits: dict[str, Any] = {}
+        for key, (label, where) in names.items():
+            value = given[key]
+            if value is None:
+                value = getattr(s, setting.get(key, key))
+            if value is not None and not value > 0:
+                raise InputError(f"{label} must be more than 0, got {value} ({where})")
+            limits[key] = value
+        return limits
+
+    def _prices(self) -> PriceTable:
+        """The price table (settings' prices over the built-in ones); a bad entry is a
+        ``ConfigError``, raised before any run is stored."""
+        if self._price_table is None:
+            self._price_table = PriceTable(self.settings.prices)
+        return self._price_table
+
+    def _check_price(self, model: str | None, budget: float | None) -> None:
+        prices = self._prices()
+        if budget is not None and model is not None and prices.lookup(model) is None:
+            raise ConfigError(
+                f"a cost budget needs the price of model {model!r}, and the price table has "
+                f'none: add it to the prices setting (in trinity.toml: [prices."{model}"] with '
+                "input_per_mtok and output_per_mtok, dollars per million tokens)"
+            )
+
+    def _mcp_config(self, path: str | None) -> McpConfig:
+        """The MCP servers: a file (``--mcp`` or the setting), else inline settings, else none."""
+        if path is not None:
+            return load_mcp_config(path)
+        if self.settings.mcp_servers:
+            return parse_mcp_config(
+                {"servers": self.settings.mcp_servers}, source="mcp_servers setting"
+            )
+        return McpConfig()
+
+    def _load_permissions(self, path: str | Path | None) -> PermissionPolicy | None:
+        s = self.settings
+        if path is not None:
+            return PermissionPolicy.load(path)
+        if self._permissions is not None:
+            return self._permissions
+        if s.permissions_file is not None:
+            return PermissionPolicy.load(s.permissions_file)
+        if s.permissions is not None:
+            return PermissionPolicy.from_data(
+                s.permissions, source="permissions setting (trinity.toml or TRINITY_PERMISSIONS)"
+            )
+        return None
+
+
+def _check_workspace(root: Path) -> None:
+    """The workspace is a directory, or can be made as one (checked without making it)."""
+    if root.exists():
+        if not root.is_dir():
+            raise InputError(f"workspace {root} exists and is not a directory")
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise InputError(f"cannot use workspace {root}: not writable")
+        return
+    parent = root.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot use workspace {root}: cannot create it under {parent}")
