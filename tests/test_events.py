@@ -45,13 +45,13 @@ def test_the_user_guide_names_every_field_of_every_kind() -> None:
 
 
 def test_journal_entries_are_the_boundary_events() -> None:
-    assert JOURNAL_KINDS == {
+    assert {
         "run_started",
         "node_started",
         "node_finished",
         "run_finished",
         "checkpoint",
-    }
+    } == JOURNAL_KINDS
 
 
 def test_the_bus_numbers_stamps_and_survives_a_broken_subscriber() -> None:

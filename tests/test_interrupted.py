@@ -192,7 +192,7 @@ def test_recheck_judges_a_call_that_happened_by_its_file_check(sandbox: Sandbox)
     checks = checks_by_name(attempt)
     assert checks["exit_code == 0"]["unknown"] is True  # the exit code was lost with the process
     assert checks["exit_code == 0"]["passed"] is False  # ... and decides nothing
-    assert checks["tool call succeeded"]["unknown"] is True
+    assert "tool call succeeded" not in checks  # an exit_code check says what success is
     ledger_check = checks["file_contains ledger.txt 'paid'"]
     assert ledger_check["passed"] is True and ledger_check["unknown"] is False
     assert sandbox.ledger_lines() == [PAID]  # paid once

@@ -138,7 +138,8 @@ class Preparation:
         servers_file = mcp_servers_file or s.mcp_servers_file
         mcp_file = str(Path(servers_file).expanduser().resolve()) if servers_file else None
         mcp = self._mcp_config(mcp_file)
-        clashing = sorted({server.name for server in mcp.enabled()} & _BUILTIN_NAMESPACES)
+        # Disabled servers too: the tool hub refuses any server that shadows a built-in namespace.
+        clashing = sorted(set(mcp.servers) & _BUILTIN_NAMESPACES)
         if clashing:
             raise ConfigError(
                 f"MCP server name(s) {clashing} clash with the built-in tools' namespaces "

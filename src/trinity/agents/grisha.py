@@ -167,9 +167,11 @@ class Grisha:
                 summary="the run stopped during this call (its outcome is unknown) and "
                 "on_interrupted is fail",
             )
-        checks = [
-            CheckResult(check="tool call succeeded", passed=False, unknown=True, evidence=_LOST)
-        ]
+        checks = []
+        if not any(check.kind == "exit_code" for check in step.checks):  # as verify() does
+            checks.append(
+                CheckResult(check="tool call succeeded", passed=False, unknown=True, evidence=_LOST)
+            )
         for check in step.checks:
             if check.kind in _NEEDS_OUTPUT:
                 checks.append(

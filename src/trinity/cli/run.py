@@ -167,10 +167,14 @@ def run(
 
     config = settings(db)
     llm = None
+    from trinity.state import OnInterrupted
+
     try:
         level = VerificationLevel(verify) if verify is not None else None
     except ValueError:
         fail(f"--verify must be one of {', '.join(VerificationLevel)}, got {verify!r}")
+    if on_interrupted is not None and on_interrupted not in set(OnInterrupted):
+        fail(f"--on-interrupted must be one of {', '.join(OnInterrupted)}, got {on_interrupted!r}")
     try:
         if record is not None:
             from trinity.llm.registry import check_model, make_provider

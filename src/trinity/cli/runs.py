@@ -158,6 +158,7 @@ def runs_trace(
             f"{event['seq']:5d} {event['ts'] - start:8.3f}s {event['kind']:<16} "
             f"{(event['node'] or ''):<10} {escape(text[:300])}",
             highlight=False,
+            soft_wrap=True,  # one line per event, whatever the terminal's width
         )
 
 

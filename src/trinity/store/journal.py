@@ -181,5 +181,8 @@ def load_run(store: Store, run_id: str, state_type: type[S] = RunState) -> tuple
             apply_changes(doc, changes)
         state = state_type.model_validate(doc)
     except (ValueError, KeyError, IndexError, TypeError, ValidationError) as exc:
-        raise StoreError(f"the journal of run {run_id} cannot be read back: {exc}") from None
+        raise StoreError(
+            f"the journal of run {run_id} cannot be read back (its snapshot or a journal entry is "
+            f"damaged: {type(exc).__name__}: {exc})"
+        ) from None
     return state, max(seq, store.last_event_seq(run_id))
