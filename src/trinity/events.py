@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class EventBase(BaseModel):
     """What every event has. The bus fills in ``run_id``, ``seq`` and ``ts``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when first used
 
     kind: str
     run_id: str = ""

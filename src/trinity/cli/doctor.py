@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import sqlite3
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -123,6 +122,8 @@ def _database(url: str | None, full: bool) -> list[tuple[str, str, bool]]:
 
 
 def _version(package: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
