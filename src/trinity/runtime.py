@@ -35,6 +35,7 @@ from trinity.llm.registry import check_model, make_provider
 from trinity.requests import Preparation, RunRequest
 from trinity.state import (
     PendingApproval,
+    Plan,
     Policy,
     RunState,
     RunStatus,
@@ -118,7 +119,8 @@ class Runtime(Preparation):
                 text=request.task, plan_file=request.plan_file, workspace=str(request.workspace)
             ),
             model=request.model,
-            plan=request.plan.model_copy(deep=True) if request.plan else None,
+            # a copy, so one request can be started twice (through JSON: deepcopy is slower)
+            plan=Plan.model_validate_json(request.plan.model_dump_json()) if request.plan else None,
             policy=Policy(**request.limits(), on_interrupted=request.on_interrupted),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
