@@ -295,7 +295,8 @@ JOURNAL_KINDS = frozenset(
 )
 """The kinds that carry state changes."""
 
-_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+_ADAPTER: TypeAdapter[Event] | None = None
+"""Built on first use: building it builds every event model (tens of milliseconds at start-up)."""
 
 EventSink = Callable[[EventBase], None]
 """A subscriber: called with each event, on the event loop; must not block."""
@@ -303,6 +304,9 @@ EventSink = Callable[[EventBase], None]
 
 def parse_event(row: dict[str, Any]) -> EventBase:
     """An event from its stored form (``kind``, ``seq``, ``ts``, ``node``, ``data``, …)."""
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(Event)
     fields = {key: row[key] for key in ENVELOPE if key in row and row[key] is not None}
     return _ADAPTER.validate_python({**row.get("data", {}), **fields})
 

@@ -37,7 +37,6 @@ from trinity.state import RunState, StepStatus, StopReason
 from trinity.store import Store
 from trinity.store.journal import RunJournal
 from trinity.tools.base import ToolProvider
-from trinity.tools.permissions import PermissionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ async def execute(
     bus.subscribe(journal)  # first: the journal is the record every other view is built from
     for subscriber in subscribers:
         bus.subscribe(subscriber)
+    from trinity.tools.permissions import PermissionPolicy  # (only a run that has one needs it)
+
     ctx = AgentContext(
         tools=services.tools,
         store=store,

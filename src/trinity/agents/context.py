@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -24,7 +24,9 @@ from trinity.llm.structured import complete_structured
 from trinity.state import RunState, StepSpec, StopReason
 from trinity.store import Store
 from trinity.tools.base import ToolProvider, ToolSpec
-from trinity.tools.permissions import PermissionPolicy
+
+if TYPE_CHECKING:
+    from trinity.tools.permissions import PermissionPolicy
 
 T = TypeVar("T", bound=BaseModel)
 
