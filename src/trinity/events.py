@@ -72,8 +72,9 @@ class RunStarted(JournalEntry):
 
 
 class NodeStarted(JournalEntry):
-    """Journaled durably, before the node runs, when the node acts on the world (a tool call):
-    its ``changes`` then set ``in_flight``."""
+    """A node that acts on the world (a tool call) starts: journaled, durably, before it does;
+    its ``changes`` set ``in_flight``. (Other nodes start when the previous ``node_finished``
+    names them in ``next``; no event is emitted for them.)"""
 
     kind: Literal["node_started"] = "node_started"
     step: int

@@ -315,18 +315,21 @@ class Engine(Generic[S]):
             fn = nodes.get(node)
             if fn is None:
                 raise EngineError(f"router chose unknown node {node!r}")
-            if node in side_effects and journal is not None:
+            if node in side_effects and recorded:
                 # Durable before the action: a resumed run then knows it may have happened.
                 state.in_flight = node
                 try:
                     self._entry(state, NodeStarted(node=node, step=state.step))
-                    if durable_before is None or sync or durable_before(state, node):
+                    if journal is not None and (
+                        durable_before is None or sync or durable_before(state, node)
+                    ):
                         await journal.flush()
                 except BaseException:
                     state.in_flight = None  # the action was not started
                     raise
-            elif recorded:
-                self._entry(state, NodeStarted(node=node, step=state.step))
+            elif journal is not None:
+                # Noted, not emitted: the previous node_finished's `next` says what starts.
+                journal.record(state, NodeStarted(node=node, step=state.step))
             started = control.started = clock()
             if node_timeout is None:
                 update = await fn(state)

@@ -35,7 +35,6 @@ _FIXED = frozenset({"run_id", "task", "requested", "permissions", "mcp_servers_f
 """RunState fields that are set when a run starts and never change afterwards."""
 _REPLACED = frozenset({"policy", "lessons_used", "progress_findings", "pending_approval"})
 """RunState fields the agents replace, never change in place: the same object is unchanged."""
-_SCALARS = (str, int, float, bool, type(None))
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
@@ -81,11 +80,20 @@ class StateTracker:
         models = []
         for name in self._small:
             value = values[name]
-            if isinstance(value, _SCALARS):  # (StrEnums too) compared as they are
+            kind = type(value)
+            if kind in _PLAIN:  # the common case, kept cheap: most fields are scalars
                 if last.get(name, _MISSING) != value:
-                    self._set(state, name, value.value if isinstance(value, Enum) else value, out)
-            elif type(value) is dict and all(type(v) in _PLAIN for v in value.values()):
-                self._set(state, name, dict(value), out)  # node_seconds: no pydantic needed
+                    out.append([[name], value])
+                    last[name] = value
+            elif isinstance(value, Enum):
+                if last.get(name, _MISSING) != value.value:
+                    out.append([[name], value.value])
+                    last[name] = value.value
+            elif kind is dict and all(type(v) in _PLAIN for v in value.values()):
+                before = last.get(name, _MISSING)
+                if before != value:  # node_seconds: the keys that changed, no pydantic needed
+                    diff(before, value, [name], out)
+                    last[name] = dict(value)
             elif name not in self._replaced or value is not self._objects.get(name, _MISSING):
                 models.append(name)
         if models:
