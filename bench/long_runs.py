@@ -9,9 +9,9 @@ Part 1 — Trinity. A plan file of N steps, each an ``fs.write`` of a small dist
 with a fresh SQLite database in a temp folder (created before the clock starts: making a new
 database file is not part of a run), the default durability and ``max_steps = 5*N + 100``. The
 run's state grows with it: every step adds its attempt, result and verdict. Measured after
-the imports: the wall time of prepare + start; the tool time (the sum of every attempt's ``result.duration_s`` in the final state); the runtime's overhead per
-plan step, (wall - tool time) / N; and the database size after ``Runtime.close()`` (the .db
-file plus any -wal file).
+the imports: the wall time of prepare + start; the tool time (the sum of every attempt's
+``result.duration_s`` in the final state); the runtime's overhead per plan step, (wall - tool
+time) / N; and the database size after ``Runtime.close()`` (the .db file plus any -wal file).
 
 The same plan with ``append: true`` (every step appends its line to one ledger, with a
 ``file_exists`` check) is measured too: such a call cannot be repeated, so the run waits before
