@@ -19,6 +19,7 @@ that is current when it starts** (Tetyana and Grisha work on it, the Meta-Planne
 from __future__ import annotations
 
 import itertools
+import operator
 from enum import Enum
 from typing import Any
 
@@ -45,6 +46,11 @@ class StateTracker:
         fields = set(type(state).model_fields)
         fixed = _FIXED if isinstance(state, RunState) else frozenset()
         self._small = fields - _TRACKED_BY_HAND - fixed
+        self._names = tuple(sorted(self._small))
+        self._values = operator.itemgetter(*self._names)
+        self._raw: tuple[Any, ...] = ()
+        """The small fields' values as last seen: a scalar that is the very same object has not
+        changed (the cheap test that most fields pass at every step)."""
         self._replaced = _REPLACED & self._small if isinstance(state, RunState) else frozenset()
         self._last: dict[str, Any] = {}
         self._objects: dict[str, Any] = {}
@@ -57,6 +63,7 @@ class StateTracker:
     def reset(self, state: EngineState) -> None:
         """Take ``state`` as what is journaled (a run loaded back, or just started)."""
         self._last = state.model_dump(mode="json", include=self._small)
+        self._raw = (_MISSING,) * len(self._names)
         self._objects = {name: getattr(state, name) for name in self._replaced}
         if isinstance(state, RunState):
             self._plan = state.plan
@@ -76,11 +83,13 @@ class StateTracker:
     def changes(self, state: EngineState) -> list[Change]:
         """What changed since the last call (or :meth:`reset`)."""
         out: list[Change] = []
-        last, values = self._last, state.__dict__
+        last = self._last
         models = []
-        for name in self._small:
-            value = values[name]
+        now = self._values(state.__dict__)
+        for name, value, seen in zip(self._names, now, self._raw, strict=True):
             kind = type(value)
+            if value is seen and (kind in _PLAIN or isinstance(value, Enum)):
+                continue
             if kind in _PLAIN:  # the common case, kept cheap: most fields are scalars
                 if last.get(name, _MISSING) != value:
                     out.append([[name], value])
@@ -89,17 +98,18 @@ class StateTracker:
                 if last.get(name, _MISSING) != value.value:
                     out.append([[name], value.value])
                     last[name] = value.value
+            elif kind is dict and (before := last.get(name, _MISSING)) == value:
+                continue  # (a dict of models compares equal to its dump only when empty)
             elif kind is dict and all(type(v) in _PLAIN for v in value.values()):
-                before = last.get(name, _MISSING)
-                if before != value:  # node_seconds: the keys that changed, no pydantic needed
-                    diff(before, value, [name], out)
-                    last[name] = dict(value)
+                diff(before, value, [name], out)  # node_seconds: the keys that changed
+                last[name] = dict(value)
             elif name not in self._replaced or value is not self._objects.get(name, _MISSING):
                 models.append(name)
         if models:
             dumped = state.model_dump(mode="json", include=set(models))
             for name in models:
                 self._set(state, name, dumped[name], out)
+        self._raw = now
         if isinstance(state, RunState):
             self._plan_changes(state, out)
         return out

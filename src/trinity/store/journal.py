@@ -89,14 +89,14 @@ class RunJournal:
     # -- as the bus's subscriber ---------------------------------------------------------------
 
     def __call__(self, event: EventBase) -> None:
-        statement = Store.event_statement(event, self.epoch)
-        self._since_snapshot += len(statement.params[-1])
+        row = Store.event_row(event, self.epoch)
+        self._since_snapshot += len(row[-1])
         if self._capture is not None:
-            self._capture.append(statement)
+            self._capture.append(Statement(Store.EVENT_INSERT, row))
             return
         if self.failure is not None:
             return  # a gap now would corrupt the journal; the final snapshot closes it
-        self.store.writer.write_soon(statement.sql, statement.params, self._failed)
+        self.store.writer.write_soon(Store.EVENT_INSERT, row, self._failed)
         if self._since_snapshot >= self._snapshot_due() and isinstance(event, JournalEntry):
             self.snapshot(self.state, urgent=False)
 

@@ -332,20 +332,24 @@ class Store(Records):
 
     # -- the journal: events and snapshots -----------------------------------------------------
 
+    EVENT_INSERT = _EVENT_INSERT
+    """The statement an event row is written with (:meth:`event_row` gives its values)."""
+
     @staticmethod
-    def event_statement(event: EventBase, epoch: int) -> Statement:
-        return Statement(
-            _EVENT_INSERT,
-            (
-                event.run_id,
-                event.seq,
-                epoch,
-                event.ts,
-                event.kind,
-                event.node,
-                event.model_dump_json(exclude=_LEFT_OUT[bool(getattr(event, "changes", ()))]),
-            ),
+    def event_row(event: EventBase, epoch: int) -> tuple[Any, ...]:
+        return (
+            event.run_id,
+            event.seq,
+            epoch,
+            event.ts,
+            event.kind,
+            event.node,
+            event.model_dump_json(exclude=_LEFT_OUT[bool(getattr(event, "changes", ()))]),
         )
+
+    @classmethod
+    def event_statement(cls, event: EventBase, epoch: int) -> Statement:
+        return Statement(_EVENT_INSERT, cls.event_row(event, epoch))
 
     def append_event(self, event: EventBase, epoch: int) -> asyncio.Future[None] | None:
         """Queue an event for the next group commit; the future tells whether it landed
