@@ -5,9 +5,10 @@
 
 Part 1 — per-step cost of the same 5-node cycle (meta -> planner -> executor -> verifier ->
 knowledge -> meta ...) with trivial nodes, about 1,000 steps per run: without a checkpointer,
-and with SQLite checkpoints in a file (one checkpoint per step; synchronous=FULL, the default of
-both). ``durability=sync`` waits for each checkpoint's commit before the next step;
-``durability=async`` writes checkpoints behind the run and waits for them at the end.
+and with SQLite in a file (synchronous=FULL, the default of both). Trinity writes its run
+journal, as a Runtime run does: one event row per node, carrying what the step changed;
+LangGraph writes one checkpoint per step. ``durability=sync`` waits for each step's commit
+before the next step; ``durability=async`` writes behind the run and waits at the end.
 
 Part 2 — N concurrent runs of 10 steps whose node awaits 10 ms (ideal wall time 0.1 s).
 
