@@ -145,6 +145,11 @@ class Preparation:
                 f"MCP server name(s) {clashing} clash with the built-in tools' namespaces "
                 f"({', '.join(sorted(_BUILTIN_NAMESPACES))}): rename the server"
             )
+        if mcp.enabled() and self._tools is None:
+            # The MCP SDK (about 0.6 s to import) is loaded now, while the request is prepared,
+            # rather than by the run: on the event loop, before the run's clock starts, where
+            # it would stall every other run of this process.
+            import trinity.tools.hub.server  # noqa: F401
         if plan is not None and plan_file is not None and self._tools is None:
             # Built-in tools are checked here; a server's tools are only known once it runs,
             # so for those the server must exist and the call validates the arguments.
