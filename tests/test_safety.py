@@ -162,7 +162,10 @@ async def test_a_hung_tool_ends_the_run_at_its_deadline_and_the_next_run_works(
 async def test_a_shell_child_that_ignores_sigterm_is_killed_with_its_process_group(
     settings: Settings, tmp_path: Path, workspace: Path
 ) -> None:
-    runtime = Runtime(settings.model_copy(update={"tool_timeout_s": 1000}))
+    # Unsandboxed: the pids the command writes must be this machine's, not a sandbox's own
+    # (test_sandbox.py kills a sandbox whole the same way).
+    update = {"tool_timeout_s": 1000, "sandbox": "off"}
+    runtime = Runtime(settings.model_copy(update=update))
     command = "trap '' TERM; sleep 1000 & echo $! > child.pid; echo $$ > shell.pid; wait"
     try:
         state, took = await timed_run(

@@ -1,17 +1,22 @@
-"""Settings: environment variables (``TRINITY_*``), then ``trinity.toml``, then defaults.
+"""Settings: environment variables (``TRINITY_*``), then a ``.env`` file, then ``trinity.toml``,
+then defaults.
 
 API keys use the providers' usual variable names (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``)
-and are held as ``SecretStr`` so they never print.
+and are held as ``SecretStr`` so they never print. They may also come from a ``.env`` file in the
+working folder (refused unless only its owner can read it) or from the OS keyring
+(``keyring = true``, ``trinity secrets set``).
 """
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -88,6 +93,41 @@ class Settings(BaseSettings):
         "permissions_file wins when both are set",
     )
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    rate_limits: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="Requests and tokens per minute per model: "
+        '{"openai:*": {"requests_per_minute": 500, "tokens_per_minute": 200000}}; keys are '
+        "globs over the model string, the first match applies; a call waits for its turn",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate limit counts live: memory:// (this process) or "
+        "redis://host:port (shared by every worker)",
+    )
+    keyring: bool = Field(
+        default=False,
+        description="Read API keys that are not set otherwise from the OS keyring "
+        "(trinity secrets set NAME)",
+    )
+    sandbox: Literal["strict", "workspace-write", "off"] = Field(
+        default="strict",
+        description="How shell.run and python.run are contained (bubblewrap): strict (system "
+        "folders, Python and the workspace only), workspace-write (the whole host read-only), "
+        "off; see docs/security.md",
+    )
+    sandbox_network: bool = Field(
+        default=False, description="Give sandboxed commands the host's network (default: none)"
+    )
+    sandbox_required: bool = Field(
+        default=False,
+        description="Refuse commands when bubblewrap cannot work here, instead of running them "
+        "unsandboxed with a warning",
+    )
+    child_env: list[str] = Field(
+        default_factory=list,
+        description="Environment variables passed to commands and MCP servers besides the "
+        "basic ones (PATH, HOME, LANG, LC_*, TERM, TZ, USER …); all others are removed",
+    )
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("TRINITY_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
@@ -108,6 +148,18 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRINITY_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
     )
 
+    def model_post_init(self, context: Any) -> None:
+        if self.keyring:
+            from trinity.security.keyring_store import KEY_NAMES, get_secret
+            from trinity.security.secrets import SECRETS
+
+            for name, field in KEY_NAMES.items():
+                if getattr(self, field) is None:
+                    value = get_secret(name)
+                    if value:
+                        SECRETS.add(value, f"keyring {name}")
+                        object.__setattr__(self, field, SecretStr(value))
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -117,4 +169,35 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            PrivateDotEnv(settings_cls),
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+
+class PrivateDotEnv(DotEnvSettingsSource):
+    """Settings (API keys, mostly) from a ``.env`` file in the working folder.
+
+    A ``.env`` holds secrets, so it is refused when users other than its owner may read it, and
+    every value in it is registered as a secret (redacted wherever it would appear)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path = Path(".env")) -> None:
+        present = path.is_file()
+        if present:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise ValueError(
+                    f"{path} may be read by other users (mode {mode:04o}); it holds secrets, "
+                    f"so it is not used: run `chmod 600 {path}`"
+                )
+            from dotenv import dotenv_values
+
+            from trinity.security.secrets import SECRETS
+
+            for name, value in dotenv_values(path, encoding="utf-8").items():
+                SECRETS.add(value, f"{path} {name}")
+        super().__init__(
+            settings_cls, env_file=path if present else None, env_file_encoding="utf-8"
+        )

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from trinity.config import Settings
 from trinity.engine import resume_point
@@ -33,6 +33,7 @@ from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
 from trinity.requests import Preparation, RunRequest
+from trinity.security.env import register_settings
 from trinity.state import (
     PendingApproval,
     Plan,
@@ -50,6 +51,10 @@ from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
 from trinity.tools.hub import ToolHub
 from trinity.tools.permissions import PermissionPolicy, audit_args
 from trinity.tools.reaper import REAPER, wait_for_reaper
+from trinity.tools.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from trinity.llm.ratelimit import RateLimiter
 
 __all__ = ["RunRequest", "Runtime"]
 
@@ -74,6 +79,7 @@ class Runtime(Preparation):
         """``llm`` and ``tools`` replace what the model string and workspace would make (tests,
         embedding applications); ``permissions`` replaces the policy the settings name."""
         self.settings = settings or Settings()
+        register_settings(self.settings)
         self._store = store
         self._llm = llm
         self._tools = tools
@@ -81,6 +87,7 @@ class Runtime(Preparation):
         self._cancels: dict[str, asyncio.Event] = {}
         self._price_table: PriceTable | None = None
         self._subscribers: list[EventSink] = []
+        self._limiter: RateLimiter | None = None
 
     @property
     def store(self) -> Store:
@@ -357,6 +364,11 @@ class Runtime(Preparation):
         event.set()
         return True
 
+    def sandbox(self) -> Sandbox:
+        """How this runtime's commands are contained: the settings' profile, with the
+        database's folder hidden from them."""
+        return Sandbox.from_settings(self.settings, hidden=[self.store.path.parent])
+
     def _check_services(self, state: RunState) -> None:
         """Fail as :meth:`_services` would, without making anything."""
         self._prices()
@@ -376,7 +388,9 @@ class Runtime(Preparation):
         if tools is None:
             try:
                 builtin = BuiltinTools(
-                    state.task.workspace, default_timeout_s=state.policy.tool_timeout_s
+                    state.task.workspace,
+                    default_timeout_s=state.policy.tool_timeout_s,
+                    sandbox=self.sandbox(),
                 )
             except OSError as exc:
                 raise InputError(f"cannot use workspace {state.task.workspace}: {exc}") from None
@@ -385,7 +399,21 @@ class Runtime(Preparation):
                 local=[builtin],
                 default_timeout_s=state.policy.tool_timeout_s,
             )
-        return Services(llm, tools, owns_llm=self._llm is None, owns_tools=self._tools is None)
+        return Services(
+            llm,
+            tools,
+            owns_llm=self._llm is None,
+            owns_tools=self._tools is None,
+            limiter=self._rate_limiter(),
+        )
+
+    def _rate_limiter(self) -> RateLimiter | None:
+        """The process's rate limits (one limiter for every run of this runtime)."""
+        if self._limiter is None and self.settings.rate_limits:
+            from trinity.llm.ratelimit import RateLimiter
+
+            self._limiter = RateLimiter(self.settings.rate_limits, self.settings.rate_limit_storage)
+        return self._limiter
 
     async def _execute(
         self,

@@ -26,6 +26,7 @@ def doctor(
     workspace, providers and keys (never printed)."""
     from trinity.errors import TrinityError
     from trinity.llm.registry import check_model
+    from trinity.tools.sandbox import Sandbox
 
     config = settings(db)
     table = Table(title="trinity doctor", show_header=False)
@@ -46,6 +47,10 @@ def doctor(
     for name, value, ok in _database(config.database_url, full):
         row(name, value, ok)
     row("workspace", str(Path(config.workspace).expanduser().resolve()))
+    sandbox = Sandbox.from_settings(config)
+    working = sandbox.profile == "off" or sandbox.active
+    shown = sandbox.describe() if working else f"WARNING: {sandbox.describe()}"
+    row("sandbox", shown, ok=working or not sandbox.required)
     for env, attr in (
         ("OPENAI_API_KEY", "openai_api_key"),
         ("ANTHROPIC_API_KEY", "anthropic_api_key"),

@@ -30,6 +30,7 @@ WorkspaceOption = Annotated[
 
 def _hub(config: Settings, mcp: Path | None, workspace: Path | None) -> Any:
     from trinity.tools import BuiltinTools, McpConfig, ToolHub, load_mcp_config, parse_mcp_config
+    from trinity.tools.sandbox import Sandbox
 
     path = mcp or config.mcp_servers_file
     if path is not None:
@@ -40,7 +41,9 @@ def _hub(config: Settings, mcp: Path | None, workspace: Path | None) -> Any:
         servers = McpConfig()
     root = workspace or config.workspace
     try:
-        builtin = BuiltinTools(root, default_timeout_s=config.tool_timeout_s)
+        builtin = BuiltinTools(
+            root, default_timeout_s=config.tool_timeout_s, sandbox=Sandbox.from_settings(config)
+        )
     except OSError as exc:
         fail(f"cannot use workspace {root}: {exc}")
     return ToolHub(servers, local=[builtin], default_timeout_s=config.tool_timeout_s)

@@ -36,6 +36,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trinity.errors import ConfigError
+from trinity.security.inputs import HostileInputError, load_json
+from trinity.security.secrets import SECRETS
 
 SERVER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 """Server names become tool namespaces (``name.tool``), so no dots, spaces or slashes."""
@@ -70,6 +72,12 @@ class StdioServerConfig(_ServerBase):
     env: dict[str, str] = Field(default_factory=dict)
     """Added to a minimal inherited environment (PATH, HOME, …), never the whole of ours."""
     cwd: str | None = None
+    sandbox: Literal["strict", "workspace-write", "off"] = "off"
+    """Run the server under bubblewrap (:mod:`trinity.tools.sandbox`); it may then write only
+    its ``cwd`` (default: the folder Trinity runs in). Off by default: many servers need your
+    files or the network."""
+    sandbox_network: bool = False
+    """A sandboxed server's network: none unless this is set."""
 
 
 class HttpServerConfig(_ServerBase):
@@ -101,10 +109,14 @@ def load_mcp_config(path: str | Path) -> McpConfig:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read MCP config: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
+        data = load_json(text)
+    except HostileInputError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     return parse_mcp_config(data, source=source)
@@ -187,6 +199,8 @@ def _expand_env_refs(fields: dict[str, Any], where: str) -> None:
                 raise ConfigError(
                     f"{where}: field '{field}': environment variable {match.group(1)} is not set"
                 )
+            # What a config pulls in by name is a secret, whatever its name (a token, a key).
+            SECRETS.add(value, f"${{{match.group(1)}}} in {where}")
             return value
 
         fields[key] = {

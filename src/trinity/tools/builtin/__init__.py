@@ -15,8 +15,8 @@ The package is split by concern; this module holds :class:`BuiltinTools` and the
   and :class:`ProcessLimits`;
 - :mod:`~trinity.tools.builtin.paths`: workspace confinement (:func:`resolve_in_workspace`);
 - :mod:`~trinity.tools.builtin.files`: helpers behind the ``fs.*`` tools;
-- :mod:`~trinity.tools.builtin.processes`: child processes with limits and timeouts
-  (:func:`scrubbed_env`);
+- :mod:`~trinity.tools.builtin.processes`: child processes with limits and timeouts, in the
+  :mod:`~trinity.tools.sandbox`;
 - :mod:`~trinity.tools.builtin.web`: helpers behind ``http.fetch``;
 - :mod:`~trinity.tools.builtin.output`: the cap on what a tool returns.
 """
@@ -27,10 +27,12 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import os
 import re
+import stat
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +69,7 @@ from trinity.tools.builtin.args import (
     _Args,
     _errors,
 )
+from trinity.tools.builtin.beneath import make_parents, open_beneath, regular_file
 from trinity.tools.builtin.files import (
     _off_loop,
     _replace_file,
@@ -74,16 +77,15 @@ from trinity.tools.builtin.files import (
     _walk_notes,
 )
 from trinity.tools.builtin.output import _cap
-from trinity.tools.builtin.paths import _require_regular, _vet_pattern, resolve_in_workspace
+from trinity.tools.builtin.paths import _vet_pattern, resolve_in_workspace
 from trinity.tools.builtin.processes import (
     SHELL_GATE,
     _limited_argv,
     _process_result,
     _run_process,
-    _spawn_exec,
-    scrubbed_env,
 )
 from trinity.tools.netguard import AllowList, NetworkPolicyError, Resolver
+from trinity.tools.sandbox import Sandbox, SandboxUnavailableError
 
 if TYPE_CHECKING:
     import httpx
@@ -114,8 +116,8 @@ __all__ = [
     "ShellArgs",
     "WorkspaceError",
     "WriteArgs",
+    "argument_errors",
     "resolve_in_workspace",
-    "scrubbed_env",
 ]
 
 
@@ -208,6 +210,21 @@ BUILTIN_HINTS: dict[str, tuple[bool, bool]] = {
 }
 """``name -> (read_only, open_world)``, for MCP tool annotations."""
 _BY_NAME = {spec.name: spec for spec in BUILTIN_SPECS}
+_ARGS = {d.name: d.args for d in _DEFINITIONS}
+
+
+def argument_errors(name: str, args: dict[str, Any]) -> str | None:
+    """What is wrong with ``args`` for the built-in tool ``name`` (types, limits, unknown
+    names), checked as the tool itself will check them; ``None`` when they are fine or ``name``
+    is not a built-in tool. Lets a plan be refused before it runs rather than at its step."""
+    model = _ARGS.get(name)
+    if model is None:
+        return None
+    try:
+        model.model_validate(args)
+    except ValidationError as exc:
+        return _errors(exc)
+    return None
 
 
 class BuiltinTools:
@@ -224,6 +241,8 @@ class BuiltinTools:
             one); the requests it gets are already vetted and pinned to an address.
         max_fetch_bytes: the most of a response body ``http.fetch`` reads.
         python_limits: resource limits for ``python.run``.
+        sandbox: how ``shell.run``, ``python.run`` and the search worker are contained
+            (default: the ``strict`` profile, see :mod:`trinity.tools.sandbox`).
     """
 
     def __init__(
@@ -236,6 +255,7 @@ class BuiltinTools:
         http_transport: httpx.AsyncBaseTransport | None = None,
         max_fetch_bytes: int = MAX_FETCH_BYTES,
         python_limits: ProcessLimits | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.root = Path(workspace).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -245,6 +265,7 @@ class BuiltinTools:
         self.http_transport = http_transport
         self.max_fetch_bytes = max_fetch_bytes
         self.python_limits = python_limits or ProcessLimits()
+        self.sandbox = sandbox if sandbox is not None else Sandbox()
         self._tools: dict[str, tuple[type[_Args], Callable[..., Any]]] = {
             d.name: (d.args, getattr(self, d.method)) for d in _DEFINITIONS
         }
@@ -278,7 +299,13 @@ class BuiltinTools:
                     result = await _off_loop(run, parsed)
         except TimeoutError:
             result = ToolResult(ok=False, error=f"{name}: timed out after {limit:g}s")
-        except (WorkspaceError, NetworkPolicyError, OSError, UnicodeDecodeError) as exc:
+        except (
+            WorkspaceError,
+            NetworkPolicyError,
+            SandboxUnavailableError,
+            OSError,
+            UnicodeDecodeError,
+        ) as exc:
             result = ToolResult(ok=False, error=f"{name}: {exc}")
         result.duration_s = time.perf_counter() - started
         return result
@@ -301,11 +328,22 @@ class BuiltinTools:
     # The file tools are plain functions run on a worker thread (see call): a slow disk, a
     # network mount or a FIFO must not freeze the event loop, and the call's timeout applies.
 
+    def _open(self, target: Path, shown: str, flags: int, *, writing: bool = False) -> int:
+        """A descriptor of ``target``, opened beneath the workspace (no symlink swapped in
+        meanwhile can send it outside) and checked to be a regular file (and for a write, one
+        with no other hard link)."""
+        fd = open_beneath(self.root, target, flags | os.O_NONBLOCK, 0o666)
+        try:
+            regular_file(fd, shown, writing=writing)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     def _read(self, args: ReadArgs) -> ToolResult:
         target = self.resolve(args.path)
-        _require_regular(target, args.path, must_exist=True)
         limit = _CAPTURE_BYTES
-        with target.open("rb") as handle:
+        with os.fdopen(self._open(target, args.path, os.O_RDONLY), "rb") as handle:
             data = handle.read(limit + 1)
         text, truncated = _cap(data[:limit].decode("utf-8", errors="replace"))
         if len(data) > limit and not truncated:
@@ -314,9 +352,14 @@ class BuiltinTools:
 
     def _write(self, args: WriteArgs) -> ToolResult:
         target = self.resolve(args.path)
-        _require_regular(target, args.path, must_exist=False)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("a" if args.append else "w", encoding="utf-8") as handle:
+        if target == self.root:
+            raise WorkspaceError(f"{args.path!r} is a directory")
+        make_parents(self.root, target)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if args.append else 0)
+        fd = self._open(target, args.path, flags, writing=True)
+        if not args.append:
+            os.ftruncate(fd, 0)  # only now: the checks above may refuse the file
+        with os.fdopen(fd, "a" if args.append else "w", encoding="utf-8") as handle:
             handle.write(args.content)
         verb = "appended" if args.append else "wrote"
         rel = target.relative_to(self.root)
@@ -324,27 +367,39 @@ class BuiltinTools:
 
     def _edit(self, args: EditArgs) -> ToolResult:
         target = self.resolve(args.path)
-        _require_regular(target, args.path, must_exist=True)
-        if target.stat().st_size > MAX_EDIT_FILE_BYTES:
-            raise WorkspaceError(f"{args.path!r} is larger than {MAX_EDIT_FILE_BYTES} bytes")
+        if target == self.root:
+            raise WorkspaceError(f"{args.path!r} is a directory")
+        folder = open_beneath(self.root, target.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            text = target.read_bytes().decode("utf-8")  # bytes: keep \r\n line ends as they are
-        except UnicodeDecodeError:
-            raise WorkspaceError(f"{args.path!r} is not UTF-8 text") from None
-        found = text.count(args.old)
-        if found == 0:
-            raise WorkspaceError(f"`old` text not found in {args.path!r}; nothing changed")
-        if args.count is not None and found != args.count:
-            raise WorkspaceError(
-                f"`old` text occurs {found} times in {args.path!r}, not {args.count}; "
-                "nothing changed"
-            )
-        if args.count is None and not args.all and found > 1:
-            raise WorkspaceError(
-                f"`old` text occurs {found} times in {args.path!r}; include more context to "
-                f"make it unique, or pass count={found} or all=true; nothing changed"
-            )
-        _replace_file(target, text.replace(args.old, args.new).encode("utf-8"))
+            fd = self._open(target, args.path, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if info.st_size > MAX_EDIT_FILE_BYTES:
+                    raise WorkspaceError(
+                        f"{args.path!r} is larger than {MAX_EDIT_FILE_BYTES} bytes"
+                    )
+                raw = handle.read()
+            try:
+                text = raw.decode("utf-8")  # bytes: keep \r\n line ends as they are
+            except UnicodeDecodeError:
+                raise WorkspaceError(f"{args.path!r} is not UTF-8 text") from None
+            found = text.count(args.old)
+            if found == 0:
+                raise WorkspaceError(f"`old` text not found in {args.path!r}; nothing changed")
+            if args.count is not None and found != args.count:
+                raise WorkspaceError(
+                    f"`old` text occurs {found} times in {args.path!r}, not {args.count}; "
+                    "nothing changed"
+                )
+            if args.count is None and not args.all and found > 1:
+                raise WorkspaceError(
+                    f"`old` text occurs {found} times in {args.path!r}; include more context "
+                    f"to make it unique, or pass count={found} or all=true; nothing changed"
+                )
+            new = text.replace(args.old, args.new).encode("utf-8")
+            _replace_file(folder, target.name, new, stat.S_IMODE(info.st_mode))
+        finally:
+            os.close(folder)
         rel = target.relative_to(self.root)
         noun = "occurrence" if found == 1 else "occurrences"
         return ToolResult(ok=True, output=f"replaced {found} {noun} in {rel}")
@@ -412,7 +467,9 @@ class BuiltinTools:
         )
         argv = _limited_argv(limits, [sys.executable, "-I", fswalk.__file__])
         finished = await _run_process(
-            lambda: _spawn_exec(argv, cwd=self.root),
+            argv,
+            cwd=self.root,
+            sandbox=self.sandbox,
             stdin_data=json.dumps(dataclasses.asdict(request)).encode(),
             limit_s=limit,
         )
@@ -431,10 +488,10 @@ class BuiltinTools:
     async def _shell(self, args: ShellArgs, timeout_s: float | None) -> ToolResult:
         limit = self._limit(args.timeout_s, timeout_s)
 
-        def spawn() -> Coroutine[Any, Any, asyncio.subprocess.Process]:
-            return _spawn_exec(["/bin/sh", "-c", SHELL_GATE, "sh", args.command], cwd=self.root)
-
-        finished = await _run_process(spawn, stdin_data=None, limit_s=limit)
+        argv = ["/bin/sh", "-c", SHELL_GATE, "sh", args.command]
+        finished = await _run_process(
+            argv, cwd=self.root, sandbox=self.sandbox, stdin_data=None, limit_s=limit
+        )
         return _process_result("shell.run", finished, limit)
 
     async def _python(self, args: PythonArgs, timeout_s: float | None) -> ToolResult:
@@ -443,7 +500,9 @@ class BuiltinTools:
         # `-`: the script comes on stdin, which has no size limit (argv has one).
         argv = _limited_argv(self.python_limits, [sys.executable, "-I", "-"])
         finished = await _run_process(
-            lambda: _spawn_exec(argv, cwd=self.root),
+            argv,
+            cwd=self.root,
+            sandbox=self.sandbox,
             stdin_data=args.code.encode("utf-8"),
             limit_s=limit,
         )

@@ -9,11 +9,8 @@ import asyncio
 import contextlib
 import os
 import queue
-import stat
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from trinity.state import ToolResult
@@ -59,18 +56,20 @@ def _search_result(args: SearchArgs, report: fswalk.SearchReport) -> ToolResult:
     return ToolResult(ok=True, output=text, truncated=truncated or report.truncated)
 
 
-def _replace_file(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` all at once: a crash mid-write leaves the old file."""
-    mode = stat.S_IMODE(target.stat().st_mode)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".edit")
+def _replace_file(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Write ``data`` to the file ``name`` in the folder ``dir_fd`` all at once: a crash
+    mid-write leaves the old file. The folder is held by descriptor, so the new file lands
+    where the old one was checked, whatever is renamed meanwhile."""
+    temp = f".{name}.{os.getpid()}.{threading.get_ident()}.edit"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(temp, mode)
-        os.replace(temp, target)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=dir_fd)
         raise
 
 

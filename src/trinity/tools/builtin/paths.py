@@ -1,13 +1,13 @@
 """Workspace confinement for the file tools: resolving a path inside the workspace, refusing
-traversal (plain, symlinked or encoded ``..``) and patterns that would leave it, and refusing
-FIFOs, devices and sockets, which can block a read or write forever.
+traversal (plain, symlinked or encoded ``..``) and patterns that would leave it. The file tools
+then open what it names beneath the workspace (:mod:`~trinity.tools.builtin.beneath`), so a
+symlink swapped in after the check cannot take them out of it.
 
 Grisha uses :func:`resolve_in_workspace` too, so these rules are kept apart from the tools.
 """
 
 from __future__ import annotations
 
-import stat
 import unicodedata
 from pathlib import Path
 from urllib.parse import unquote
@@ -60,17 +60,3 @@ def _vet_pattern(pattern: str, what: str) -> str:
     if not fswalk.split_pattern(pattern):
         raise WorkspaceError(f"{what} {pattern!r} names no path; try '*' or '**'")
     return pattern
-
-
-def _require_regular(target: Path, shown: str, *, must_exist: bool) -> None:
-    """Refuse FIFOs, devices and sockets: reading or writing one can block forever."""
-    try:
-        mode = target.stat().st_mode
-    except FileNotFoundError:
-        if must_exist:
-            raise WorkspaceError(f"{shown!r} does not exist") from None
-        return
-    if stat.S_ISDIR(mode):
-        raise WorkspaceError(f"{shown!r} is a directory")
-    if not stat.S_ISREG(mode):
-        raise WorkspaceError(f"{shown!r} is not a regular file")

@@ -1,6 +1,7 @@
 """Child processes for ``shell.run``, ``python.run`` and the ``fs.search`` worker.
 
-A child gets the environment minus anything that looks like a secret, runs in its own process
+A child gets an allow-listed environment (:mod:`trinity.security.env`), runs inside the
+:mod:`~trinity.tools.sandbox` when it works here, in its own process
 group (killed whole when it ends, when its time is up or when the caller gives up; and, through
 the :mod:`~trinity.tools.reaper`, when this process dies, however it dies), and can be started
 under kernel resource limits (:class:`~trinity.tools.builtin.args.ProcessLimits`) that it cannot
@@ -15,7 +16,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,7 @@ from trinity.state import ToolResult
 from trinity.tools.builtin.args import _CAPTURE_BYTES, ProcessLimits
 from trinity.tools.builtin.output import _cap
 from trinity.tools.reaper import REAPER, reap_group
-
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
-
-
-def scrubbed_env() -> dict[str, str]:
-    """The environment minus anything that looks like a secret."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if not any(marker in name.upper() for marker in _SECRET_MARKERS)
-    }
-
+from trinity.tools.sandbox import Sandbox
 
 # Run as `python -I -c BOOTSTRAP cpu mem fsize nofile -- argv...`: it lowers its own limits and
 # then becomes argv. Limits set this way (rather than in a `preexec_fn`, which the subprocess
@@ -75,16 +65,22 @@ SHELL_GATE = 'IFS= read -r _ || exit 125; exec </dev/null; exec /bin/sh -c "$1"'
 no stdin, as ``subprocess``'s ``shell=True`` would."""
 
 
-def _spawn_exec(argv: list[str], *, cwd: Path) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+def _spawn_exec(
+    argv: list[str], *, cwd: Path, sandbox: Sandbox
+) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
     """Start ``argv`` (which must pass the start gate: the limits bootstrap or
-    :data:`SHELL_GATE`) with stdin a pipe."""
+    :data:`SHELL_GATE`) with stdin a pipe, inside ``sandbox``.
+
+    Raises:
+        SandboxUnavailableError: the sandbox is required and cannot be made here.
+    """
     return asyncio.create_subprocess_exec(
-        *argv,
+        *sandbox.wrap(argv, workspace=cwd),
         cwd=cwd,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env=scrubbed_env(),
+        env=sandbox.environment(),
         start_new_session=True,  # its own process group, killed whole on timeout
     )
 
@@ -100,19 +96,22 @@ class _Finished:
 
 
 async def _run_process(
-    spawn: Callable[[], Coroutine[Any, Any, asyncio.subprocess.Process]],
+    argv: list[str],
     *,
+    cwd: Path,
+    sandbox: Sandbox,
     stdin_data: bytes | None,
     limit_s: float,
 ) -> _Finished:
-    """Start a process, feed it ``stdin_data``, keep the first ``_CAPTURE_BYTES`` of its
-    output (reading, and discarding, the rest so it never blocks on a full pipe), and kill
-    its whole process group when ``limit_s`` passes or the caller is cancelled.
+    """Start ``argv`` in ``sandbox`` (see :func:`_spawn_exec`), feed it ``stdin_data``, keep
+    the first ``_CAPTURE_BYTES`` of its output (reading, and discarding, the rest so it never
+    blocks on a full pipe), and kill its whole process group when ``limit_s`` passes or the
+    caller is cancelled.
 
     The process waits at a start gate (it reads a line from stdin before it does anything) until
     its group is known to the :mod:`~trinity.tools.reaper`: if this process dies in between,
     the gate reads end-of-file and the command never starts."""
-    proc = await spawn()
+    proc = await _spawn_exec(argv, cwd=cwd, sandbox=sandbox)
     REAPER.track(proc.pid)
     finished = _Finished()
 
@@ -143,6 +142,7 @@ async def _run_process(
     finally:
         # What it left in its group (a `cmd &`) dies with the step.
         reap_group(proc.pid)
+    finished.returncode = sandbox.exit_status(finished.returncode)
     return finished
 
 

@@ -16,6 +16,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from trinity.tools.hub.errors import _describe_exception, _Unavailable
 from trinity.tools.mcp_config import HttpServerConfig, ServerConfig, StdioServerConfig
 from trinity.tools.reaper import REAPER, reap_group
+from trinity.tools.sandbox import Sandbox
 
 # The SDK logs what a misbehaving server does (unparsable stdout lines, a failed session DELETE)
 # at WARNING and above. With no logging configured, Python's last-resort handler would print
@@ -252,8 +254,12 @@ class _Connection:
         config = self.config
         if isinstance(config, StdioServerConfig):
             assert self._stderr is not None
+            argv = [config.command, *config.args]
+            if config.sandbox != "off":
+                box = Sandbox(config.sandbox, network=config.sandbox_network)
+                argv = box.wrap(argv, workspace=Path(config.cwd or os.getcwd()))
             params = StdioServerParameters(
-                command=config.command, args=config.args, env=config.env or None, cwd=config.cwd
+                command=argv[0], args=argv[1:], env=config.env or None, cwd=config.cwd
             )
             return stdio_client(params, errlog=self._stderr.writer)
         assert isinstance(config, HttpServerConfig)
