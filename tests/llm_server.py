@@ -108,6 +108,13 @@ class FakeLLMServer:
         with self._lock:
             self._script.extend(behaviours)
 
+    def unscript(self) -> int:
+        """Drop what is still queued (replies a run did not need); returns how many."""
+        with self._lock:
+            left = len(self._script)
+            self._script.clear()
+            return left
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, in arrival order."""

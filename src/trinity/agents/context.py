@@ -51,12 +51,17 @@ class AgentContext:
     prices: PriceTable = field(default_factory=PriceTable)
     """What LLM calls cost, for ``Usage.cost_usd`` and the cost budget."""
 
+    def spec(self, tool: str) -> ToolSpec | None:
+        """A tool's spec, from a provider that can tell without waiting (one with a
+        ``spec(name)`` method: the hub, the built-in tools); ``None`` otherwise."""
+        lookup = getattr(self.tools, "spec", None)
+        found: ToolSpec | None = lookup(tool) if lookup is not None else None
+        return found
+
     def repeatable(self, step: StepSpec) -> bool:
         """Whether the step's call may be made again without doing more than once: its tool is
-        idempotent (reads, a write of the same content) as far as the tool provider can say
-        without waiting (a provider with a ``spec(name)`` method)."""
-        lookup = getattr(self.tools, "spec", None)
-        spec = lookup(step.tool) if lookup is not None else None
+        idempotent (reads, a write of the same content) as far as the tool provider can say."""
+        spec = self.spec(step.tool)
         return spec is not None and spec.repeatable(step.args)
 
     async def ask(

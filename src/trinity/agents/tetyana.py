@@ -27,6 +27,7 @@ from trinity.events import (
     ToolCalled,
     ToolReturned,
 )
+from trinity.security.secrets import redact_result
 from trinity.state import (
     Attempt,
     OnInterrupted,
@@ -80,7 +81,7 @@ class Tetyana:
             state.counters.tool_calls += 1  # counted even if the deadline cuts the call
             # No timeout here: the provider applies each tool's own (a server's timeout_s,
             # else the tool timeout setting); the run deadline bounds everything anyway.
-            attempt.result = await self.ctx.tools.call(step.tool, step.args)
+            attempt.result = redact_result(await self.ctx.tools.call(step.tool, step.args))
         attempt.finished_at = time.time()
         result = attempt.result
         self.ctx.emit(
@@ -167,7 +168,13 @@ class Tetyana:
         :class:`StopRun` to wait for a person."""
         policy = self.ctx.permissions
         assert policy is not None
-        decision = policy.check(step.tool, step.args, workspace=self.ctx.workspace)
+        spec = self.ctx.spec(step.tool)
+        decision = policy.check(
+            step.tool,
+            step.args,
+            workspace=self.ctx.workspace,
+            schema=spec.input_schema if spec is not None else None,
+        )
         revision = state.plan.revision if state.plan else 0
 
         async def audit(what: str) -> None:

@@ -21,8 +21,9 @@ import sys
 import typer
 from rich.markup import escape
 
-from trinity.cli import doctor, mcp, run, runs, tools
+from trinity.cli import doctor, mcp, run, runs, secrets, tools
 from trinity.cli.common import EXIT_INTERNAL, err
+from trinity.security.secrets import redact
 
 app = typer.Typer(
     name="trinity",
@@ -36,13 +37,14 @@ app.command("doctor")(doctor.doctor)
 app.add_typer(runs.app, name="runs")
 app.add_typer(tools.app, name="tools")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(secrets.app, name="secrets")
 
 
 class _OneLine(logging.Formatter):
     """Warnings as one line each: a traceback is for ``TRINITY_DEBUG=1``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        return f"{record.levelname.lower()}: {redact(record.getMessage())}"
 
 
 def main() -> None:
@@ -56,6 +58,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so plainly, keep the traceback for TRINITY_DEBUG=1
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}")
+        shown = escape(redact(str(exc)))
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {shown}")
         err.print("Run again with TRINITY_DEBUG=1 for the traceback, and please report it.")
         sys.exit(EXIT_INTERNAL)

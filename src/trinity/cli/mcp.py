@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from trinity.cli.common import fail
+from trinity.errors import InputError
 
 app = typer.Typer(help="Trinity's built-in tools as an MCP server.", no_args_is_help=True)
 
@@ -30,6 +31,16 @@ def mcp_serve(
     allow_non_loopback: Annotated[
         bool, typer.Option("--allow-non-loopback", help="Allow a non-loopback --host")
     ] = False,
+    permissions: Annotated[
+        Path | None,
+        typer.Option("--permissions", help="Permission policy (YAML) checked on every call"),
+    ] = None,
+    sandbox: Annotated[
+        str, typer.Option("--sandbox", help="strict, workspace-write or off (see docs/security.md)")
+    ] = "strict",
+    sandbox_network: Annotated[
+        bool, typer.Option("--sandbox-network", help="Give sandboxed commands the network")
+    ] = False,
 ) -> None:
     """Serve fs.*, shell.run, http.fetch and python.run to any MCP client (stdio or HTTP).
 
@@ -44,7 +55,16 @@ def mcp_serve(
         argv += ["--allow-host", entry]
     if allow_non_loopback:
         argv.append("--allow-non-loopback")
+    if sandbox not in ("strict", "workspace-write", "off"):
+        fail(f"--sandbox must be strict, workspace-write or off, got {sandbox!r}")
+    argv += ["--sandbox", sandbox]
+    if sandbox_network:
+        argv.append("--sandbox-network")
+    if permissions is not None:
+        argv += ["--permissions", str(permissions)]
     try:
         builtin_server.main(argv)
+    except InputError as exc:  # a bad policy file
+        fail(str(exc))
     except (ValueError, OSError) as exc:  # a non-loopback host, a bad --allow-host, a busy port
         fail(str(exc).replace("allow_non_loopback", "--allow-non-loopback"))

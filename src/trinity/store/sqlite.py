@@ -102,7 +102,8 @@ class Store(Records):
         self.path = Path(path).expanduser()
         self.synchronous = synchronous
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A folder made here is this user's alone (0700); one that exists is left as it is.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the database folder {self.path.parent}: {exc}"

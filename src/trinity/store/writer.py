@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import re
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trinity.errors import LeaseLostError, StoreError
+from trinity.security.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,14 @@ class GroupCommitWriter:
     def _submit(self, item: _Write) -> None:
         if self._closed:
             raise StoreError("the store is closed")
+        # Nothing reaches the disk unredacted: every text value of every write, here.
+        if item.group is not None:
+            item.group = tuple(
+                dataclasses.replace(statement, params=_redacted(statement.params))
+                for statement in item.group
+            )
+        else:
+            item.params = _redacted(item.params)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -365,6 +375,10 @@ _CHUNKS = (512, 128, 32, 8, 2)
 
 
 @functools.lru_cache(maxsize=64)
+def _redacted(params: Sequence[Any]) -> Sequence[Any]:
+    return tuple(redact(value) if isinstance(value, str) else value for value in params)
+
+
 def _row_group(sql: str) -> str | None:
     """The ``(?, ?, …)`` group of a one-row INSERT, or ``None`` if it cannot be merged."""
     match = _VALUES.match(sql)

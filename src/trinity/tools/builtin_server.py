@@ -39,12 +39,17 @@ from mcp import Client
 from mcp import types as mcp_types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.memory import create_client_server_memory_streams
 from pydantic import ValidationError
 
+from trinity.security.secrets import redact_result
 from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
 from trinity.tools.builtin import BUILTIN_HINTS, BUILTIN_SPECS, BuiltinTools
+from trinity.tools.permissions import Action, PermissionPolicy
+from trinity.tools.policy_check import check_policy_tools
+from trinity.tools.sandbox import PROFILES, Sandbox
 
 SERVER_NAME = "trinity-builtin"
 DEFAULT_HOST = "127.0.0.1"
@@ -60,14 +65,17 @@ _OUTPUT_SCHEMA = ToolResult.model_json_schema()
 # -- the server -----------------------------------------------------------------------------
 
 
-def build_server(workspace: str | Path, **options: Any) -> Server[Any]:
+def build_server(
+    workspace: str | Path, *, policy: PermissionPolicy | None = None, **options: Any
+) -> Server[Any]:
     """The MCP server for a fresh :class:`BuiltinTools` on ``workspace``; ``options`` are
-    that class's keyword arguments (``allow_hosts``, ``default_timeout_s``, ...)."""
-    return server_for(BuiltinTools(workspace, **options))
+    that class's keyword arguments (``allow_hosts``, ``default_timeout_s``, ``sandbox`` ...)."""
+    return server_for(BuiltinTools(workspace, **options), policy=policy)
 
 
-def server_for(tools: BuiltinTools) -> Server[Any]:
-    """The MCP server in front of an existing :class:`BuiltinTools`."""
+def server_for(tools: BuiltinTools, *, policy: PermissionPolicy | None = None) -> Server[Any]:
+    """The MCP server in front of an existing :class:`BuiltinTools`. With a ``policy``, each
+    call is checked first: ``deny`` refuses it, and so does ``ask`` (there is nobody to ask)."""
     listing = mcp_types.ListToolsResult(tools=[_mcp_tool(spec) for spec in BUILTIN_SPECS])
     schemas = {spec.name: spec.input_schema for spec in BUILTIN_SPECS}
 
@@ -79,12 +87,17 @@ def server_for(tools: BuiltinTools) -> Server[Any]:
     async def call_tool(
         ctx: ServerRequestContext[Any], params: mcp_types.CallToolRequestParams
     ) -> mcp_types.CallToolResult:
+        args = dict(params.arguments or {})
+        refusal = _refusal(policy, tools, params.name, args)
         try:
-            result = await tools.call(params.name, dict(params.arguments or {}))
+            if refusal is not None:
+                result = ToolResult(ok=False, error=refusal)
+            else:
+                result = await tools.call(params.name, args)
         except Exception as exc:  # a bug, not a tool failure: still an answer the model sees
             logger.exception("built-in tool %s raised", params.name)
             result = ToolResult(ok=False, error=f"{params.name}: internal error: {exc!r}")
-        return to_call_tool_result(result)
+        return to_call_tool_result(redact_result(result))
 
     return Server(
         SERVER_NAME,
@@ -94,6 +107,25 @@ def server_for(tools: BuiltinTools) -> Server[Any]:
         on_call_tool=call_tool,
         get_tool_input_schema=schemas.get,
     )
+
+
+def _refusal(
+    policy: PermissionPolicy | None, tools: BuiltinTools, name: str, args: dict[str, Any]
+) -> str | None:
+    if policy is None:
+        return None
+    spec = tools.spec(name)
+    decision = policy.check(
+        name, args, workspace=tools.root, schema=spec.input_schema if spec else None
+    )
+    if decision.action == Action.ALLOW:
+        return None
+    if decision.action == Action.ASK:
+        return (
+            f"{name}: the permission policy wants a person to approve this call "
+            f"({decision.reason}), and `trinity mcp serve` has nobody to ask: refused"
+        )
+    return f"{name}: denied by the permission policy: {decision.reason}"
 
 
 def _mcp_tool(spec: ToolSpec) -> mcp_types.Tool:
@@ -226,11 +258,16 @@ def http_app(
 ) -> Any:
     """The ASGI app serving ``server`` over streamable HTTP at ``path``.
 
-    On a loopback ``host`` the SDK checks ``Host`` and ``Origin`` headers (DNS-rebinding
-    protection: a web page cannot drive the tools through the browser). ``auth_token``, when
-    given, is required as ``Authorization: Bearer <token>`` on every request.
+    On a loopback ``host``, however it is spelt (``127.0.0.2``, ``127.1``, a hosts-file name,
+    ``0:0:0:0:0:0:0:1``), the ``Host`` and ``Origin`` headers must name a loopback address or
+    ``host`` itself (DNS-rebinding protection: a web page cannot drive the tools through the
+    browser). ``auth_token``, when given, is required as ``Authorization: Bearer <token>`` on
+    every request.
     """
-    app = server.streamable_http_app(streamable_http_path=path, host=host)
+    security = _rebinding_protection(host) if _is_loopback(host) else None
+    app = server.streamable_http_app(
+        streamable_http_path=path, host=host, transport_security=security
+    )
     return _RequireBearer(app, auth_token) if auth_token else app
 
 
@@ -308,6 +345,18 @@ async def serve_http(
         sock.close()
 
 
+def _rebinding_protection(host: str) -> TransportSecuritySettings:
+    """Accept only requests whose ``Host`` (and ``Origin``, when sent) is a loopback name or
+    address, or the bind address as given."""
+    names = {"127.0.0.1", "localhost", "[::1]"}
+    names.add(f"[{host}]" if ":" in host else host)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(f"{name}:*" for name in names) + sorted(names),
+        allowed_origins=sorted(f"http://{name}:*" for name in names),
+    )
+
+
 def _is_loopback(host: str) -> bool:
     try:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -349,6 +398,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow-non-loopback", action="store_true", help="allow a non-loopback --host"
     )
+    parser.add_argument(
+        "--permissions", metavar="FILE", help="permission policy (YAML) checked on every call"
+    )
+    parser.add_argument(
+        "--sandbox", choices=PROFILES, default="strict", help="how commands are contained"
+    )
+    parser.add_argument(
+        "--sandbox-network", action="store_true", help="give sandboxed commands the network"
+    )
     return parser
 
 
@@ -357,7 +415,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     bearer token, if any, comes from ``$TRINITY_MCP_TOKEN`` (not argv, which ``ps`` shows)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    options: dict[str, Any] = {"allow_hosts": args.allow_host, "default_timeout_s": args.timeout}
+    options: dict[str, Any] = {
+        "allow_hosts": args.allow_host,
+        "default_timeout_s": args.timeout,
+        "sandbox": Sandbox(profile=args.sandbox, network=args.sandbox_network),
+    }
+    if args.permissions:
+        policy = PermissionPolicy.load(args.permissions)
+        check_policy_tools(policy, BUILTIN_SPECS)
+        options["policy"] = policy
     if args.transport == "stdio":
         anyio.run(lambda: serve_stdio(args.workspace, **options))
         return

@@ -35,6 +35,7 @@ from trinity.llm.structured.limits import (
     MAX_TOKENS,
     MAX_VALIDATED,
 )
+from trinity.security.secrets import redact
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -163,7 +164,9 @@ async def complete_structured(
     text = ""
     for attempt in range(1, calls + 1):
         # A fresh list per call, so a provider that edits its request cannot change ours.
-        call = dataclasses.replace(request, messages=list(messages), json_schema=schema)
+        # Redacted here, the one door to a model: no secret a tool printed reaches it.
+        sent = [Message(m.role, redact(m.content)) for m in messages]
+        call = dataclasses.replace(request, messages=sent, json_schema=schema)
         response = await provider.complete(call)
         if on_response is not None:
             on_response(response)
