@@ -54,6 +54,7 @@ DOCS = (
     "docs/user-guide.md",
     "docs/developer-guide.md",
     "docs/troubleshooting.md",
+    "docs/security.md",
     "docs/api.md",
 )
 API_DOC = ROOT / "docs" / "api.md"

@@ -161,6 +161,16 @@ class LLMCall(EventBase):
     """``None`` when the model has no price."""
 
 
+class RateLimited(EventBase):
+    """An LLM call waits for its turn under a rate limit (``rate_limits`` in the settings)."""
+
+    kind: Literal["rate_limited"] = "rate_limited"
+    model: str
+    limit: str
+    """The limit that is full: ``60 requests per 1 minute``, ``100000 tokens per 1 minute``."""
+    wait_s: float
+
+
 class ToolCalled(EventBase):
     kind: Literal["tool_call"] = "tool_call"
     node: str | None = "tetyana"
@@ -272,6 +282,7 @@ Event = Annotated[
     | PolicyChosen
     | PlanMade
     | LLMCall
+    | RateLimited
     | ToolCalled
     | ToolReturned
     | InterruptedCall

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trinity.agents import AgentContext, build_graph
 from trinity.agents.knowledge import store_lessons
@@ -38,6 +39,9 @@ from trinity.store import Store
 from trinity.store.journal import RunJournal
 from trinity.tools.base import ToolProvider
 
+if TYPE_CHECKING:
+    from trinity.llm.ratelimit import RateLimiter
+
 log = logging.getLogger(__name__)
 
 _FINALIZE_TIMEOUT_S = 10.0
@@ -54,6 +58,8 @@ class Services:
     owns_llm: bool
     """The LLM was made for this run (closed when it ends), not lent by the Runtime's caller."""
     owns_tools: bool
+    limiter: RateLimiter | None = None
+    """The process's rate limits for model calls (``None``: none configured)."""
 
     async def aclose(self) -> None:
         """Close what was made for the run."""
@@ -94,7 +100,11 @@ async def execute(
         store=store,
         settings=settings,
         workspace=Path(state.task.workspace).resolve(),
-        llm=services.llm,
+        llm=(
+            services.limiter.wrap(services.llm, state.model or services.llm.model, bus.emit)
+            if services.limiter is not None and services.llm is not None
+            else services.llm
+        ),
         emit=bus.emit,
         prices=prices,
         permissions=(

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trinity.errors import PlanFileError
+from trinity.security.inputs import MAX_DEPTH, HostileInputError, load_json, load_yaml
 from trinity.state import Plan, Step, StepSpec, VerificationLevel
 
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -105,13 +106,12 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
     return plan
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _parse(name: str, text: str) -> Any:
     if name.lower().endswith(".json"):
         try:
-            return json.loads(text)
+            return load_json(text)
+        except HostileInputError as exc:
+            raise PlanFileError(name, str(exc), exc.line) from None
         except json.JSONDecodeError as exc:
             raise PlanFileError(
                 name, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno
@@ -119,11 +119,15 @@ def _parse(name: str, text: str) -> Any:
     try:
         # libyaml's parser when PyYAML has it: ten times faster on a long plan. On an error,
         # the pure-Python parser says it better (it names the character it found).
-        return yaml.load(text, Loader=_LOADER)
+        return load_yaml(text)
+    except HostileInputError as exc:
+        raise PlanFileError(name, str(exc), exc.line) from None
     except yaml.YAMLError:
         pass
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise PlanFileError(name, f"nested deeper than {MAX_DEPTH} levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -18,6 +18,7 @@ from trinity.config import Settings
 from trinity.errors import ConfigError, InputError, PlanFileError
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
+from trinity.llm.ratelimit import check_rate_limits
 from trinity.llm.registry import check_model
 from trinity.plans import load_plan_file, looks_like_plan_file
 from trinity.state import OnInterrupted, Plan, VerificationLevel
@@ -26,6 +27,7 @@ from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS
 from trinity.tools.mcp_config import McpConfig, load_mcp_config, parse_mcp_config
 from trinity.tools.permissions import PermissionPolicy
+from trinity.tools.policy_check import check_policy_tools
 
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
@@ -189,6 +191,10 @@ class Preparation:
         }
         requested = {key: value for key, value in explicit.items() if value is not None}
         permissions = self._load_permissions(permissions_file)
+        if s.rate_limits:
+            check_rate_limits(s.rate_limits)
+        if permissions is not None and self._tools is None:
+            check_policy_tools(permissions, BUILTIN_SPECS, mcp.servers)
         _ = self.store  # last: a bad database URL or a too-new schema is bad configuration
         return RunRequest(
             task=task,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trinity.security.inputs import MAX_DEPTH, depth_of
+
 
 class StopReason(StrEnum):
     """Why a run ended. Every run that ends has exactly one."""
@@ -239,6 +241,14 @@ class StepSpec(BaseModel):
     expected: str = ""
     """Expected outcome in words; the LLM judge compares the result with it."""
     checks: list[Check] = Field(default_factory=list)
+
+    @field_validator("args")
+    @classmethod
+    def _not_too_deep(cls, args: dict[str, Any]) -> dict[str, Any]:
+        # Deeper arguments crash what reads them later (schema validation, JSON encoders).
+        if depth_of(args) > MAX_DEPTH:
+            raise ValueError(f"arguments nested deeper than {MAX_DEPTH} levels")
+        return args
 
 
 class Step(StepSpec):

@@ -13,6 +13,7 @@ from trinity.errors import StructuredOutputError
 from trinity.events import PlanMade, PlanStep
 from trinity.state import Decision, Lesson, Plan, RunState, Step, StepSpec, StepStatus, StopReason
 from trinity.tools.base import ToolSpec
+from trinity.tools.builtin import argument_errors
 
 MAX_RESULT_CHARS = 4_000
 
@@ -50,10 +51,13 @@ def check_steps(steps: Sequence[StepSpec], tools: list[ToolSpec], used_ids: set[
         missing = [name for name in schema.get("required", []) if name not in step.args]
         if missing:
             problems.append(f"step {step.id!r}: {step.tool} needs argument(s) {missing}")
+        extra: list[str] = []
         if schema.get("additionalProperties") is False:
             extra = [name for name in step.args if name not in properties]
             if extra:
                 problems.append(f"step {step.id!r}: {step.tool} has no argument(s) {extra}")
+        if not missing and not extra and (wrong := argument_errors(step.tool, step.args)):
+            problems.append(f"step {step.id!r}: {step.tool}: {wrong}")  # types and limits
     return problems
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trinity.errors import ConfigError, LLMError, LLMTimeoutError
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse
+from trinity.security.inputs import HostileInputError, load_yaml
 
 
 class Match(BaseModel):
@@ -82,10 +83,10 @@ class Script(BaseModel):
 def load_script(path: str | Path) -> list[ScriptEntry]:
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = load_yaml(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"scripted model file not found: {file}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, HostileInputError) as exc:
         raise ConfigError(f"cannot read scripted model file {file}: {exc}") from None
     if isinstance(data, list):
         data = {"replies": data}

@@ -69,6 +69,8 @@ from typing import Any
 import yaml
 
 from trinity.errors import InputError
+from trinity.security.inputs import HostileInputError, load_yaml
+from trinity.tools.arguments import effective_args
 
 MAX_POLICY_FILE_BYTES = 1_000_000
 
@@ -213,7 +215,9 @@ class PermissionPolicy:
         except OSError as exc:
             raise PermissionsError(name, f"cannot read: {exc.strerror}") from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
+        except HostileInputError as exc:
+            raise PermissionsError(name, str(exc), line=exc.line) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else None
@@ -276,13 +280,22 @@ class PermissionPolicy:
         return name in PATH_ARGUMENTS or name.endswith(_PATH_SUFFIXES) or name in self.path_args
 
     def check(
-        self, tool: str, args: Mapping[str, Any], *, workspace: Path | None = None
+        self,
+        tool: str,
+        args: Mapping[str, Any],
+        *,
+        workspace: Path | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Decision:
         """Decide a call: deny over ask over allow among the matching rules, else the default.
 
         ``workspace`` is the folder relative paths are resolved against (see the module
-        docstring); without it, paths are normalised lexically only.
+        docstring); without it, paths are normalised lexically only. ``schema`` is the tool's
+        argument schema: with it, rules see the arguments as the tool will (defaults filled
+        in, ``"off"`` read as ``false``: :func:`~trinity.tools.arguments.effective_args`).
         """
+        if schema is not None:
+            args = effective_args(args, schema)
         texts: dict[str, str] = {}
         best: tuple[int, Rule] | None = None
         for number, rule in enumerate(self.rules, start=1):
