@@ -21,6 +21,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,35 +32,60 @@ MIN_SECRET_CHARS = 8
 """Shorter values are not registered: redacting ``"1"`` or ``"true"`` everywhere would
 destroy text and protect nothing."""
 
-_SHAPES: tuple[str, ...] = (
-    r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----[\s\S]{0,20000}?-----END[A-Z ]{0,40}PRIVATE KEY-----",
-    r"\bsk-ant-[A-Za-z0-9_\-]{16,}",
-    r"\bsk-[A-Za-z0-9_\-]{16,}",
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-    r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
-    r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+",
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    r"\bAIza[0-9A-Za-z_\-]{35}",
-)
-"""Credential shapes, replaced whole."""
-_KEEP_PREFIX: tuple[str, ...] = (
-    # `Bearer TOKEN`: the word stays, the token goes.
-    r"(?P<p0>\b[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*",
-    # `scheme://user:PASSWORD@host`: the password goes.
-    r"(?P<p1>\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s/:@]{0,200}:)[^\s/@]{1,200}(?=@)",
-    # aws_secret_access_key = KEY (in a config file or an env listing)
-    r"(?P<p2>(?i:aws_secret_access_key)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}",
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A credential shape: a pattern, tried only when one of its anchors (plain substrings
+    every match contains) is in the text, so most text costs a few substring searches."""
+
+    anchors: tuple[str, ...]
+    pattern: re.Pattern[str]
+    keep_prefix: bool = False
+    """The pattern's first group stays (``Bearer ``, ``user:``); only the rest goes."""
+
+
+_SHAPES: tuple[_Shape, ...] = (
+    _Shape(
+        ("-----BEGIN",),
+        re.compile(
+            r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----[\s\S]{0,20000}?-----END[A-Z ]{0,40}"
+            r"PRIVATE KEY-----"
+        ),
+    ),
+    _Shape(("sk-",), re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}")),  # sk-…, sk-proj-…, sk-ant-…
+    _Shape(("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}")),
+    _Shape(("github_pat_",), re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}")),
+    _Shape(("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}")),
+    _Shape(
+        ("hooks.slack.com",), re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]+")
+    ),
+    _Shape(("AKIA", "ASIA"), re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    _Shape(("AIza",), re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")),
+    _Shape(  # `Bearer TOKEN`: the word stays, the token goes
+        ("Bearer", "bearer", "BEARER"),
+        re.compile(r"(\b[Bb][Ee][Aa][Rr][Ee][Rr]\s+)[A-Za-z0-9\-._~+/]{8,}=*"),
+        keep_prefix=True,
+    ),
+    _Shape(  # `scheme://user:PASSWORD@host`: the password goes
+        ("://",),
+        re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s/:@]{0,200}:)[^\s/@]{1,200}(?=@)"),
+        keep_prefix=True,
+    ),
+    _Shape(  # aws_secret_access_key = KEY, in a config file or an environment listing
+        ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        re.compile(r"((?i:aws_secret_access_key)[\"']?\s*[:=]\s*[\"']?)[A-Za-z0-9/+=]{40}"),
+        keep_prefix=True,
+    ),
 )
 
 
 class SecretRegistry:
-    """The secret values this process knows of, matched by one compiled pattern."""
+    """The secret values this process knows of."""
 
     def __init__(self) -> None:
         self._values: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._pattern = self._compile()
+        self._longest_first: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self._values)
@@ -76,7 +102,7 @@ class SecretRegistry:
                 return True
             for spelling in new:
                 self._values[spelling] = source
-            self._pattern = self._compile()
+            self._longest_first = tuple(sorted(self._values, key=len, reverse=True))
         return True
 
     def add_all(self, values: Iterable[str | None], source: str = "") -> None:
@@ -87,20 +113,29 @@ class SecretRegistry:
         """Forget every registered value (tests)."""
         with self._lock:
             self._values.clear()
-            self._pattern = self._compile()
+            self._longest_first = ()
 
     def sources(self) -> list[str]:
         """Where the registered values came from (for ``trinity doctor``), never the values."""
         return sorted({source for source in self._values.values() if source})
 
-    def _compile(self) -> re.Pattern[str]:
-        literals = sorted(self._values, key=len, reverse=True)
-        parts = [re.escape(v) for v in literals] + list(_SHAPES) + list(_KEEP_PREFIX)
-        return re.compile("|".join(parts))
-
     def redact(self, text: str) -> str:
-        """``text`` with every secret in it replaced by ``[REDACTED]``."""
-        return self._pattern.sub(_replacement, text)
+        """``text`` with every secret in it replaced by ``[REDACTED]``.
+
+        Substring searches (C speed: a few microseconds for a journal row), and a shape's
+        pattern only where one of its anchors occurs (a combined regular expression was
+        measured slower). The store runs this on every value it writes."""
+        if len(text) < MIN_SECRET_CHARS:
+            return text
+        for shape in _SHAPES:
+            for anchor in shape.anchors:
+                if anchor in text:
+                    text = shape.pattern.sub(_keep_prefix if shape.keep_prefix else REDACTED, text)
+                    break
+        for value in self._longest_first:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
 
     def redact_data(self, value: Any) -> Any:
         """:meth:`redact` applied to every string inside dicts, lists and tuples."""
@@ -113,12 +148,8 @@ class SecretRegistry:
         return value
 
 
-def _replacement(match: re.Match[str]) -> str:
-    groups = match.groupdict()
-    for name in ("p0", "p1", "p2"):
-        if groups.get(name) is not None:
-            return groups[name] + REDACTED
-    return REDACTED
+def _keep_prefix(match: re.Match[str]) -> str:
+    return match.group(1) + REDACTED
 
 
 SECRETS = SecretRegistry()
