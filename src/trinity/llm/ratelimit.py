@@ -13,8 +13,8 @@ matches a model applies to it::
 A call that would go over waits for its turn (a moving window, from the ``limits`` library) and
 a ``rate_limited`` event says so; the run's deadline still holds while it waits. A call reserves
 its estimated input tokens (4 characters a token) plus its ``max_tokens``. The counts live in
-this process (``memory://``), or, with ``rate_limit_storage = "redis://host:6379"``, in Redis,
-so that every worker shares them.
+this process (``memory://``), or, with ``rate_limit_storage = "redis://host:6379"``, in Redis
+(the ``redis`` extra), so that every worker shares them.
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ class RateLimiter:
                 items.append(("tokens", RateLimitItemPerSecond(limit.tokens_per_minute, window_s)))
             rules.append(_Rule(pattern, limit, tuple(items)))
         self.rules = tuple(rules)
+        uri = storage if storage.startswith("async+") else f"async+{storage}"
+        # Redis through redis-py's asyncio client (the `redis` extra), not limits' default.
+        options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
         try:
-            storage_backend = storage_from_string(
-                storage if storage.startswith("async+") else f"async+{storage}"
-            )
+            storage_backend = storage_from_string(uri, **options)
         except Exception as exc:  # limits raises ConfigurationError / ImportError
             raise ConfigError(f"rate_limit_storage {storage!r}: {exc}") from None
         self._strategy: MovingWindowRateLimiter = MovingWindowRateLimiter(storage_backend)
