@@ -363,3 +363,11 @@ def test_a_folder_swapped_for_a_symlink_never_lets_a_file_tool_out(
     written_outside = [p.name for p in outside.iterdir() if p.name.startswith("new-")]
     assert swaps > 100, f"the race did not run ({swaps} swaps)"
     assert escapes == 0 and written_outside == [], (escapes, len(written_outside), refusals)
+
+
+def test_a_database_inside_the_workspace_is_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    cli = Cli(cwd=tmp_path, db=ws / "runs" / "trinity.db", ws=ws)
+    result = cli.run(_plan(tmp_path))
+    _refused(result, "is inside the workspace", "a step could rewrite the run's history")
+    assert not (ws / "a.txt").exists()

@@ -195,7 +195,13 @@ class Preparation:
             check_rate_limits(s.rate_limits)
         if permissions is not None and self._tools is None:
             check_policy_tools(permissions, BUILTIN_SPECS, mcp.servers)
-        _ = self.store  # last: a bad database URL or a too-new schema is bad configuration
+        store = self.store  # last: a bad database URL or a too-new schema is bad configuration
+        if store.path.resolve().is_relative_to(root.resolve()):
+            raise InputError(
+                f"the database {store.path} is inside the workspace {root}: a step could "
+                "rewrite the run's history and the lessons later runs learn from. Keep it "
+                "elsewhere (--db / TRINITY_DATABASE_URL)"
+            )
         return RunRequest(
             task=task,
             workspace=root.resolve(),
