@@ -32,8 +32,11 @@ class Reply:
     """A normal completion: ``text``, with the given token usage."""
 
     text: str = "ok"
-    input_tokens: int = 11
-    output_tokens: int = 7
+    input_tokens: Any = 11
+    output_tokens: Any = 7
+    """Sent as given: a test may send ``None``, ``-5``, ``"12"`` or ``2**64``."""
+    usage: bool = True
+    """``False``: the reply has no usage object at all."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,17 @@ class Trickle:
     seconds: float = 30.0
 
 
-Behaviour = Reply | Status | Hang | Trickle
+@dataclass(frozen=True)
+class Raw:
+    """Any status, content type and body bytes: an HTML page, a non-UTF-8 body, an error object
+    sent with status 200."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "application/json"
+
+
+Behaviour = Reply | Status | Hang | Trickle | Raw
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,13 @@ class _Handler(BaseHTTPRequestHandler):
             if error is None:
                 error = self._error_body(behaviour.status, behaviour.message)
             self._send_json(behaviour.status, error, behaviour.headers)
+        elif isinstance(behaviour, Raw):
+            self.send_response(behaviour.status)
+            self.send_header("Content-Type", behaviour.content_type)
+            self.send_header("Content-Length", str(len(behaviour.body)))
+            self.end_headers()
+            self.wfile.write(behaviour.body)
+            self.wfile.flush()
         elif isinstance(behaviour, Hang):
             fake._stopping.wait(behaviour.seconds)
             self.close_connection = True
@@ -229,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply_body(self, reply: Reply, request: dict[str, Any], n: int) -> dict[str, Any]:
         model = request.get("model", "fake-model")
         if self._anthropic:
-            return {
+            message = {
                 "id": f"msg_fake_{n}",
                 "type": "message",
                 "role": "assistant",
@@ -239,7 +259,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "stop_sequence": None,
                 "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
             }
-        return {
+            if not reply.usage:
+                del message["usage"]
+            return message
+        completion = {
             "id": f"chatcmpl-fake-{n}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -255,9 +278,11 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": {
                 "prompt_tokens": reply.input_tokens,
                 "completion_tokens": reply.output_tokens,
-                "total_tokens": reply.input_tokens + reply.output_tokens,
             },
         }
+        if not reply.usage:
+            del completion["usage"]
+        return completion
 
     def _error_body(self, status: int, message: str) -> dict[str, Any]:
         if self._anthropic:

@@ -354,16 +354,19 @@ def _dumps_with_trailing_commas(value: Any, indent: str = "") -> str:
     return json.dumps(value)
 
 
+# Text a reply keeps as it is: NULs and lone surrogates are cleaned out of replies (no store
+# takes them), which test_nul_and_lone_surrogates_are_cleaned_from_parsed_replies checks.
+KEPT = st.characters(exclude_characters="\x00", exclude_categories=["Cs"])
 STEPS = st.builds(
     StepLike,
-    id=st.text(max_size=10),
-    tool=st.text(max_size=10),
-    args=st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3),
+    id=st.text(KEPT, max_size=10),
+    tool=st.text(KEPT, max_size=10),
+    args=st.dictionaries(st.text(KEPT, max_size=5), st.text(KEPT, max_size=10), max_size=3),
 )
 PLANS = st.builds(
     PlanLike,
     steps=st.lists(STEPS, max_size=3),
-    rationale=st.text(max_size=30),
+    rationale=st.text(KEPT, max_size=30),
     revision=st.integers(min_value=-(2**63), max_value=2**63),
     final=st.booleans(),
 )
@@ -550,3 +553,8 @@ async def test_provider_errors_propagate() -> None:
     with pytest.raises(LLMError, match="service down") as info:
         await complete_structured(Failing(), _request(), PlanLike)
     assert not isinstance(info.value, StructuredOutputError)
+
+
+def test_nul_and_lone_surrogates_are_cleaned_from_parsed_replies() -> None:
+    reply = '{"steps": [], "rationale": "a\\u0000b \\ud83d c", "revision": 0, "final": false}'
+    assert parse_structured(reply, PlanLike).rationale == "ab \ufffd c"

@@ -94,7 +94,8 @@ def _usage_line(state: RunState, elapsed: float) -> str:
         f"retries {counters.retries}",
         f"replans {of(str(counters.replans), policy.max_replans)}",
         f"LLM calls {usage.llm_calls}",
-        f"tokens {of(str(usage.total_tokens), policy.token_budget)}",
+        f"tokens {of(str(usage.total_tokens), policy.token_budget)}"
+        + (f" ({usage.estimated_calls} call(s) estimated)" if usage.estimated_calls else ""),
     ]
     if (usage.llm_calls and usage.priced) or policy.cost_budget_usd is not None:
         cost = f"${usage.cost_usd:.4f}" + ("" if usage.priced else " (model unpriced)")

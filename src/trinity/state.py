@@ -384,6 +384,9 @@ class Usage(BaseModel):
     """What the calls cost, from the price table; 0 when the model has no price."""
     priced: bool = True
     """False once a call was made to a model with no price (``cost_usd`` is then a floor)."""
+    estimated_calls: int = 0
+    """Calls whose token counts the server did not give usably (missing, negative, absurd):
+    their tokens are estimates from the text (:mod:`trinity.llm.replies`)."""
 
     @property
     def total_tokens(self) -> int:

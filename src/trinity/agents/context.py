@@ -89,6 +89,7 @@ class AgentContext:
             usage.llm_calls += 1
             usage.input_tokens += response.input_tokens
             usage.output_tokens += response.output_tokens
+            usage.estimated_calls += response.usage_estimated
             cost = 0.0
             if price is not None:
                 cost = price.cost(response.input_tokens, response.output_tokens)

@@ -7,6 +7,7 @@ from typing import Any
 
 import anthropic
 
+from trinity.llm import replies
 from trinity.llm.base import LLMRequest, LLMResponse
 from trinity.llm.retry import AttemptFailure
 from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
@@ -55,21 +56,38 @@ class AnthropicProvider(SDKProvider):
             lambda timeout: self._client.messages.create(**params, timeout=timeout), timeout_s
         )
         message = result.value
-        usage = message.usage
-        text = "".join(block.text for block in message.content if block.type == "text")
-        # With prompt caching, input_tokens counts only the uncached part of the prompt.
-        input_tokens = (
-            usage.input_tokens
-            + (usage.cache_creation_input_tokens or 0)
-            + (usage.cache_read_input_tokens or 0)
+        # Nothing of the reply is trusted: see trinity.llm.replies.
+        replies.refuse_odd_body(message, model=self.model, expected="message")
+        blocks = replies.field(message, "content")
+        text = replies.clean_text(
+            "".join(
+                replies.clean_text(replies.field(block, "text"))
+                for block in (blocks if isinstance(blocks, list) else [])
+                if replies.field(block, "type") == "text"
+            )
         )
+        usage = replies.field(message, "usage")
+        uncached = replies.token_count(replies.field(usage, "input_tokens"))
+        # With prompt caching, input_tokens counts only the uncached part of the prompt.
+        cached = sum(
+            replies.token_count(replies.field(usage, name)) or 0
+            for name in ("cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        input_tokens, output_tokens, estimated = replies.usage(
+            None if uncached is None else uncached + cached,
+            replies.field(usage, "output_tokens"),
+            prompt="".join(m.content for m in request.messages),
+            reply=text,
+        )
+        dump = getattr(message, "model_dump", None)
         return LLMResponse(
             text=text,
             model=self.model,
             input_tokens=input_tokens,
-            output_tokens=usage.output_tokens,
+            output_tokens=output_tokens,
             # The whole call, waits and retries included: what the caller waited.
             latency_s=time.monotonic() - started,
             attempts=result.attempts,
-            raw=message.model_dump(mode="json", exclude_none=True),
+            raw=dump(mode="json", exclude_none=True, warnings=False) if dump is not None else {},
+            usage_estimated=estimated,
         )

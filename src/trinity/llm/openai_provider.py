@@ -7,6 +7,7 @@ from typing import Any
 
 import openai
 
+from trinity.llm import replies
 from trinity.llm.base import LLMRequest, LLMResponse, Message
 from trinity.llm.retry import AttemptFailure
 from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
@@ -61,18 +62,28 @@ class OpenAIProvider(SDKProvider):
             timeout_s,
         )
         completion = result.value
-        usage = completion.usage
-        choices = completion.choices or []
-        text = (choices[0].message.content or "") if choices else ""
+        # Nothing of the reply is trusted: see trinity.llm.replies.
+        replies.refuse_odd_body(completion, model=self.model, expected="chat.completion")
+        choices = replies.field(completion, "choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        text = replies.clean_text(replies.field(replies.field(first, "message"), "content"))
+        usage = replies.field(completion, "usage")
+        input_tokens, output_tokens, estimated = replies.usage(
+            replies.field(usage, "prompt_tokens"),
+            replies.field(usage, "completion_tokens"),
+            prompt="".join(message.content for message in request.messages),
+            reply=text,
+        )
         return LLMResponse(
             text=text,
             model=self.model,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             # The whole call, waits and retries included: what the caller waited.
             latency_s=time.monotonic() - started,
             attempts=result.attempts,
-            raw=completion.model_dump(mode="json", exclude_none=True),
+            raw=_dump(completion),
+            usage_estimated=estimated,
         )
 
 
@@ -85,3 +96,8 @@ def _chat_messages(request: LLMRequest) -> list[dict[str, str]]:
         else:
             messages.insert(0, Message("system", instruction))
     return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _dump(reply: Any) -> dict[str, Any]:
+    dump = getattr(reply, "model_dump", None)
+    return dump(mode="json", exclude_none=True, warnings=False) if dump is not None else {}

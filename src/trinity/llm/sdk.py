@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
+from trinity.llm.replies import quote
 from trinity.llm.retry import (
     Attempted,
     AttemptFailure,
@@ -54,6 +55,19 @@ def classify_sdk_error(
     if isinstance(exc, sdk.APIStatusError):
         return http_failure(
             exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
+        )
+    if isinstance(exc, UnicodeDecodeError):
+        return AttemptFailure(
+            retryable=False,
+            message=f"the server's reply is not UTF-8 text (byte {exc.start}): a proxy, or not "
+            "an API endpoint?",
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        if not exc.doc.strip():
+            return AttemptFailure(retryable=False, message="the server sent an empty reply")
+        return AttemptFailure(
+            retryable=False,
+            message=f"the server's reply is not valid JSON ({exc.msg}): {quote(exc.doc)}",
         )
     base = getattr(sdk, "OpenAIError", None) or getattr(sdk, "AnthropicError", None)
     if base is not None and isinstance(exc, base):

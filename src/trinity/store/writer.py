@@ -213,7 +213,7 @@ class GroupCommitWriter:
         self._idle.clear()
         try:
             job = self._begin(batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # any failure fails the batch's writes, never the writer
             self._rollback_quietly()
             failure: BaseException = store_error(exc, "database write failed")
             job = functools.partial(_all_failed, len(batch), failure)
@@ -248,7 +248,7 @@ class GroupCommitWriter:
             conn.execute("PRAGMA busy_timeout=30000")
         try:
             _execute_merged(conn, batch, self._variable_limit)
-        except (sqlite3.Error, StoreError):
+        except Exception:  # (a value SQLite cannot take raises OverflowError, UnicodeError…)
             self._rollback_quietly()
             return functools.partial(self._one_by_one, batch)
         return functools.partial(self._commit, batch)
@@ -315,7 +315,7 @@ class GroupCommitWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             _execute_merged(self._conn, batch, self._variable_limit)
-        except (sqlite3.Error, StoreError):
+        except Exception:
             self._rollback_quietly()
             return self._one_by_one(batch)
         return self._commit(batch)
@@ -330,14 +330,10 @@ class GroupCommitWriter:
                 self._conn.execute("BEGIN IMMEDIATE")
                 _execute_one(self._conn, item)
                 self._conn.execute("COMMIT")
-            except (sqlite3.Error, StoreError) as exc:
+            except Exception as exc:
                 self._rollback_quietly()
                 log.debug("database write failed: %s (%s)", exc, item.sql[:60])
-                errors[index] = (
-                    exc
-                    if isinstance(exc, StoreError)
-                    else store_error(exc, "database write failed")
-                )
+                errors[index] = store_error(exc, "database write failed")
         self.batches += 1
         self.writes += len(batch)
         return errors
@@ -374,11 +370,11 @@ _VALUES = re.compile(r"^\s*INSERT\b.*\bVALUES\s*(\((?:\s*\?\s*,)*\s*\?\s*\))\s*$
 _CHUNKS = (512, 128, 32, 8, 2)
 
 
-@functools.lru_cache(maxsize=64)
 def _redacted(params: Sequence[Any]) -> Sequence[Any]:
     return tuple(redact(value) if isinstance(value, str) else value for value in params)
 
 
+@functools.lru_cache(maxsize=64)
 def _row_group(sql: str) -> str | None:
     """The ``(?, ?, …)`` group of a one-row INSERT, or ``None`` if it cannot be merged."""
     match = _VALUES.match(sql)
@@ -394,10 +390,17 @@ def _all_failed(count: int, error: BaseException) -> dict[int, BaseException]:
     return dict.fromkeys(range(count), error)
 
 
-def store_error(exc: sqlite3.Error, doing: str) -> StoreError:
+def store_error(exc: BaseException, doing: str) -> StoreError:
     """The error to hand a caller for a failed write: :class:`LeaseLostError` when the store's
     fencing trigger refused it (another process took over the run), else a :class:`StoreError`
-    that says what the database said (disk full, read-only, I/O error…)."""
+    that says what the database said (disk full, read-only, I/O error…), or what value it could
+    not take (a number too large for SQLite, text that is not valid Unicode)."""
+    if isinstance(exc, StoreError):
+        return exc
+    if not isinstance(exc, sqlite3.Error):
+        return StoreError(
+            f"{doing}: a value the database cannot store ({type(exc).__name__}: {exc})"
+        )
     if LEASE_LOST in str(exc):
         return LeaseLostError(
             "another process took over this run (its lease passed to a newer owner); this "

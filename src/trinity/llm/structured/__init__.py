@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from trinity.errors import StructuredOutputError
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
+from trinity.llm.replies import clean_text
 from trinity.llm.structured.coercion import _coerce, _relevance, _reshape, _schema_of
 from trinity.llm.structured.lenient_json import _Search, extract_json
 from trinity.llm.structured.limits import (
@@ -89,7 +90,7 @@ def parse_structured(text: str, model: type[T]) -> T:
     search = _Search(text)
     best: tuple[int, ValidationError] | None = None
     for count, value in enumerate(search.values(), start=1):
-        data = _coerce(_reshape(value, schema), schema, defs)
+        data = _clean(_coerce(_reshape(value, schema), schema, defs))
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -117,6 +118,29 @@ def _accept(text: str, model: type[T], check: Callable[[T], None] | None) -> T:
             check(value)
         except ValueError as exc:
             raise StructuredOutputError(f"the reply failed a check: {exc}", raw=text) from exc
+    return value
+
+
+REPAIR_EXCERPT_CHARS = 4_000
+"""How much of an unusable reply is sent back with the request to repair it."""
+
+
+def _clip(text: str) -> str:
+    if len(text) <= REPAIR_EXCERPT_CHARS:
+        return text
+    cut = len(text) - REPAIR_EXCERPT_CHARS
+    return f"{text[:REPAIR_EXCERPT_CHARS]}\n[… {cut} more characters of this reply not shown]"
+
+
+def _clean(value: Any) -> Any:
+    """A parsed reply's strings (keys too) without NULs or lone surrogates, which a ``\\u0000``
+    or ``\\ud83d`` escape inside the JSON puts there after the text itself was cleaned."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
     return value
 
 
@@ -176,7 +200,9 @@ async def complete_structured(
         except StructuredOutputError as exc:
             error = str(exc)
         if attempt < calls:
-            messages.append(Message(role="assistant", content=text))
+            # Only the first part of a bad reply goes back: a 5 MB reply must not become a
+            # 5 MB request, then a 10 MB one. The error says what was wrong with the whole.
+            messages.append(Message(role="assistant", content=_clip(text)))
             messages.append(Message(role="user", content=_repair_prompt(error, schema)))
     raise StructuredOutputError(
         f"no valid structured output after {calls} attempt{'s' if calls > 1 else ''}: {error}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trinity.tools import netguard
 
@@ -110,6 +110,14 @@ class ShellArgs(_Args):
         min_length=1, max_length=MAX_COMMAND_CHARS, description="Shell command line"
     )
     timeout_s: float | None = _TimeoutField
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul(cls, command: str) -> str:
+        # A command line is a C string: the kernel cannot take a NUL inside one.
+        if "\x00" in command:
+            raise ValueError("the command contains a NUL character, which no shell can run")
+        return command
 
 
 class PythonArgs(_Args):

@@ -1,0 +1,171 @@
+"""Model servers that misbehave: whole runs through the real ``openai`` and ``anthropic`` SDKs,
+over real HTTP, against the scripted fake server (``llm_server.py``). Each run must end with the
+right stop reason and a message that says what happened, never stay ``running``, and never let
+a Python error out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from llm_server import FakeLLMServer, Raw, Reply, fake_llm_server  # noqa: F401
+from trinity.config import Settings
+from trinity.runtime import Runtime
+from trinity.state import RunState, StopReason
+from trinity.store import Store
+
+PLAN = {
+    "rationale": "write the greeting",
+    "steps": [
+        {
+            "id": "greet",
+            "tool": "fs.write",
+            "args": {"path": "hello.txt", "content": "hello"},
+            "checks": [{"file_contains": {"path": "hello.txt", "text": "hello"}}],
+        }
+    ],
+}
+VERDICT = json.dumps({"passed": True, "reason": "the file says hello"})
+PROVIDERS = ["openai", "anthropic"]
+
+
+def _settings(settings: Settings, fake: FakeLLMServer, provider: str, **extra: Any) -> Settings:
+    update: dict[str, Any] = {"llm_max_attempts": 2, **extra}
+    if provider == "openai":
+        update |= {"openai_api_key": SecretStr("sk-test"), "openai_base_url": fake.openai_base_url}
+    else:
+        update |= {
+            "anthropic_api_key": SecretStr("sk-ant-test"),
+            "anthropic_base_url": fake.anthropic_base_url,
+        }
+    return settings.model_copy(update=update)
+
+
+async def _run(settings: Settings, provider: str, **options: Any) -> RunState:
+    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
+    runtime = Runtime(settings)
+    try:
+        request = runtime.prepare("Write hello to hello.txt", model=model, **options)
+        state = await runtime.start(request)
+        row = runtime.store.get_run(state.run_id)
+        assert row is not None and row["status"] != "running", row
+        return state
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    ("input_tokens", "output_tokens", "usage"),
+    [
+        (11, 7, False),  # no usage object at all
+        (-500, -3, True),
+        (None, None, True),
+        ("12", "x", True),
+        (2**64, 2**63, True),
+        (3.5, float("inf"), True),
+    ],
+    ids=["missing", "negative", "null", "strings", "2^64", "float"],
+)
+async def test_usage_is_never_trusted(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    input_tokens: Any,
+    output_tokens: Any,
+    usage: bool,
+) -> None:
+    fake_llm_server.script(
+        Reply(json.dumps(PLAN), input_tokens, output_tokens, usage=usage),
+        Reply(VERDICT, input_tokens, output_tokens, usage=usage),
+    )
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    # Every count is a sane estimate (or, for "12", the one field that was usable).
+    assert 0 < state.usage.input_tokens < 100_000 and 0 < state.usage.output_tokens < 100_000
+    assert state.usage.estimated_calls == state.usage.llm_calls >= 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_missing_usage_does_not_switch_the_token_budget_off(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    fake_llm_server.script(Reply(json.dumps(PLAN), usage=False), Reply(VERDICT, usage=False))
+    state = await _run(_settings(settings, fake_llm_server, provider), provider, token_budget=50)
+    assert state.stop_reason == StopReason.TOKEN_BUDGET, state.stop_detail
+    assert state.usage.total_tokens > 50
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            Raw(
+                b"<html><head><title>Sign in</title></head><body><h1>Portal login</h1></body>"
+                b"</html>",
+                content_type="text/html",
+            ),
+            "Portal login",
+        ),
+        (Raw(b'{"error": {"message": "quota exceeded for this key"}}'), "quota exceeded"),
+        (Raw(b"\xff\xfe\x00garbage\x80"), "not"),
+        (Raw(b""), "empty"),
+    ],
+    ids=["html-200", "error-object-200", "not-utf8", "empty"],
+)
+async def test_odd_bodies_end_the_run_with_the_servers_words(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    raw: Raw,
+    expected: str,
+) -> None:
+    fake_llm_server.script(raw, raw, raw)
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason in (StopReason.ERROR, StopReason.FAILED), state.stop_detail
+    assert expected in (state.stop_detail or ""), state.stop_detail
+    for word in ("AttributeError", "TypeError", "Traceback"):
+        assert word not in (state.stop_detail or "")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_nul_and_lone_surrogates_in_a_reply_are_cleaned_and_stored(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    workspace: Path,
+) -> None:
+    plan = json.loads(json.dumps(PLAN))
+    plan["steps"][0]["args"]["content"] = "hello \\ud83d \\u0000 end"
+    text = json.dumps(plan).replace("\\\\ud83d", "\\ud83d").replace("\\\\u0000", "\\u0000")
+    fake_llm_server.script(Reply("note \x00 " + text), Reply(VERDICT))
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert (workspace / "hello.txt").read_text() == "hello \ufffd  end"
+    store = Store(settings.database_url or "")
+    try:
+        assert store.get_run(state.run_id)["status"] == "succeeded"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_huge_bad_reply_is_not_sent_back_whole(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    garbage = "not json at all " * 320_000  # about 5 MB
+    fake_llm_server.script(Reply(garbage), Reply(json.dumps(PLAN)), Reply(VERDICT))
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    repair = fake_llm_server.requests[1]
+    assert len(json.dumps(repair.body)) < 60_000
+    assert "more characters of this reply not shown" in json.dumps(repair.body)
