@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from llm_server import FakeLLMServer, Raw, Reply, fake_llm_server  # noqa: F401
+from llm_server import FakeLLMServer, Hang, Raw, Reply, Status, fake_llm_server  # noqa: F401
 from trinity.config import Settings
+from trinity.events import EventBase, LLMFailed
+from trinity.report import render_report
 from trinity.runtime import Runtime
 from trinity.state import RunState, StopReason
 from trinity.store import Store
@@ -169,3 +171,74 @@ async def test_a_huge_bad_reply_is_not_sent_back_whole(
     repair = fake_llm_server.requests[1]
     assert len(json.dumps(repair.body)) < 60_000
     assert "more characters of this reply not shown" in json.dumps(repair.body)
+
+
+def test_time_limits_that_do_not_nest_are_refused_when_settings_load() -> None:
+    with pytest.raises(ValueError, match=r"120 s x 5 = 600 s is longer than node_timeout_s"):
+        Settings(llm_timeout_s=120, llm_max_attempts=4, node_timeout_s=300)
+    defaults = Settings()
+    fits = defaults.llm_timeout_s * (defaults.llm_max_attempts + 1)
+    assert fits <= (defaults.node_timeout_s or 0)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_silent_server_fails_with_its_own_error_within_the_node_time(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    fake_llm_server.script(Hang(30), Hang(30), Hang(30))
+    # A short node timeout for this run: each attempt is shortened so both fit in it.
+    state = await _run(_settings(settings, fake_llm_server, provider), provider, node_timeout_s=2.0)
+    assert state.stop_reason == StopReason.ERROR, state.stop_detail
+    assert "no complete reply" in (state.stop_detail or "") and "2 attempts" in (
+        state.stop_detail or ""
+    ), state.stop_detail
+    assert len(fake_llm_server.requests) == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_failed_call_is_counted_and_traced(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    fake_llm_server.script(Status(503, "overloaded"), Status(503, "overloaded"))
+    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
+    runtime = Runtime(_settings(settings, fake_llm_server, provider))
+    events: list[EventBase] = []
+    try:
+        request = runtime.prepare("Write hello to hello.txt", model=model)
+        state = await runtime.start(request, subscribers=[events.append])
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.ERROR, state.stop_detail
+    assert state.usage.llm_calls == 1
+    [failed] = [event for event in events if isinstance(event, LLMFailed)]
+    assert failed.attempts == 2 and "overloaded" in failed.error
+    assert "LLM calls 1" in render_report(state)
+
+
+async def test_large_step_arguments_are_clipped_in_the_judges_prompt(settings: Settings) -> None:
+    from trinity.llm.scripted import ScriptedProvider
+
+    big = {
+        "steps": [
+            {"id": "w", "tool": "fs.write", "args": {"path": "big.txt", "content": "x" * 500_000}}
+        ]
+    }
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(big)},
+            {"text": VERDICT, "repeat": True},
+        ]
+    )
+    runtime = Runtime(settings, llm=llm)
+    try:
+        state = await runtime.start(runtime.prepare("write a big file", model="scripted:x"))
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    judge = next(r for r in llm.requests if r.purpose == "grisha.judge")
+    sent = sum(len(m.content) for m in judge.messages)
+    assert sent < 20_000 and "characters not shown" in judge.messages[-1].content

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -66,7 +66,12 @@ class Settings(BaseSettings):
         ge=0,
         description="New plans Atlas may make after failures; none: the Meta-Planner chooses",
     )
-    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call")
+    llm_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Per LLM attempt; llm_timeout_s * (llm_max_attempts + 1) must fit in "
+        "node_timeout_s",
+    )
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
@@ -147,6 +152,23 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("TRINITY_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
     )
+
+    @model_validator(mode="after")
+    def _time_limits_nest(self) -> Settings:
+        # A silent model must fail with its own error ("no reply within 60 s after 4
+        # attempts"), not be cut off by the node timeout first with a vaguer one.
+        # One attempt's worth of room is kept for the waits between attempts.
+        worst = self.llm_timeout_s * (self.llm_max_attempts + 1)
+        if self.node_timeout_s is not None and worst > self.node_timeout_s:
+            raise ValueError(
+                f"llm_timeout_s x (llm_max_attempts + 1) = {self.llm_timeout_s:g} s x "
+                f"{self.llm_max_attempts + 1} = {worst:g} s is longer than node_timeout_s "
+                f"({self.node_timeout_s:g} s): a model that never answers would be cut off by "
+                "the node timeout before its own error shows (the + 1 is room for the waits "
+                "between attempts). Lower llm_timeout_s or llm_max_attempts, or raise "
+                "node_timeout_s"
+            )
+        return self
 
     def model_post_init(self, context: Any) -> None:
         if self.keyring:

@@ -161,6 +161,17 @@ class LLMCall(EventBase):
     """``None`` when the model has no price."""
 
 
+class LLMFailed(EventBase):
+    """An LLM call failed for good (the server never answered, refused, or sent nonsense),
+    after ``attempts`` HTTP requests."""
+
+    kind: Literal["llm_failed"] = "llm_failed"
+    purpose: str
+    model: str
+    attempts: int
+    error: str
+
+
 class RateLimited(EventBase):
     """An LLM call waits for its turn under a rate limit (``rate_limits`` in the settings)."""
 
@@ -282,6 +293,7 @@ Event = Annotated[
     | PolicyChosen
     | PlanMade
     | LLMCall
+    | LLMFailed
     | RateLimited
     | ToolCalled
     | ToolReturned

@@ -344,7 +344,7 @@ class Policy(BaseModel):
     """Wall-clock seconds the run may take (each start or resume gets this afresh)."""
     node_timeout_s: float | None = Field(default=300.0, gt=0)
     """Seconds one node (an agent's turn) may take; ``None``: only the deadline bounds it."""
-    llm_timeout_s: float = Field(default=120.0, gt=0)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
     """Seconds one LLM call attempt may take."""
     tool_timeout_s: float = Field(default=120.0, gt=0)
     """Seconds one tool call may take, unless the tool's server sets its own."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trinity.agents.context import AgentContext, describe_tools, prompt
+from trinity.agents.context import AgentContext, describe_tools, prompt, shown_args
 from trinity.engine import StopRun
 from trinity.errors import StructuredOutputError
 from trinity.events import PlanMade, PlanStep
@@ -157,15 +157,19 @@ class Atlas:
 
 def _replan_brief(state: RunState, done: list[Step], failed: Step | None) -> str:
     lines = [f"Task:\n{state.task.text}", "", "Completed steps (keep them):"]
-    lines += [f"- {s.id}: {s.tool} {s.args}" for s in done] or ["(none)"]
+    lines += [f"- {s.id}: {s.tool} {shown_args(s.args)}" for s in done] or ["(none)"]
     if failed is not None and not failed.attempts:  # a plan refused before it ran
         lines += [
             "",
-            f"Rejected step {failed.id!r} (not run): tool {failed.tool} with args {failed.args}",
+            f"Rejected step {failed.id!r} (not run): tool {failed.tool} with args "
+            f"{shown_args(failed.args)}",
         ]
     elif failed is not None:
         attempt = failed.attempts[-1]
-        lines += ["", f"Failed step {failed.id!r}: tool {failed.tool} with args {failed.args}"]
+        lines += [
+            "",
+            f"Failed step {failed.id!r}: tool {failed.tool} with args {shown_args(failed.args)}",
+        ]
         lines.append(f"Expected: {failed.expected or '(not stated)'}")
         if attempt and attempt.result is not None:
             result = attempt.result

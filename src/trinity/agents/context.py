@@ -10,14 +10,14 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
 from trinity.config import Settings
 from trinity.engine import StopRun
-from trinity.errors import EngineError
-from trinity.events import EventSink, LLMCall
+from trinity.errors import EngineError, LLMError, StructuredOutputError
+from trinity.events import EventSink, LLMCall, LLMFailed
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
 from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
@@ -51,6 +51,17 @@ class AgentContext:
     prices: PriceTable = field(default_factory=PriceTable)
     """What LLM calls cost, for ``Usage.cost_usd`` and the cost budget."""
 
+    def llm_attempt_timeout(self, state: RunState) -> float:
+        """The time limit of one LLM attempt: the run's ``llm_timeout_s``, shortened so that
+        every attempt, and the waits between them (one attempt's worth), fit in its node's time
+        (``--node-timeout`` may be short for a run): a silent model then fails with its own
+        error rather than the node's."""
+        timeout = state.policy.llm_timeout_s
+        node = state.policy.node_timeout_s
+        if node is not None:
+            timeout = min(timeout, node / (max(1, self.settings.llm_max_attempts) + 1))
+        return timeout
+
     def spec(self, tool: str) -> ToolSpec | None:
         """A tool's spec, from a provider that can tell without waiting (one with a
         ``spec(name)`` method: the hub, the built-in tools); ``None`` otherwise."""
@@ -80,7 +91,7 @@ class AgentContext:
         request = LLMRequest(
             messages=[Message("system", system), Message("user", user)],
             purpose=purpose,
-            timeout_s=state.policy.llm_timeout_s,
+            timeout_s=self.llm_attempt_timeout(state),
         )
         price = self.prices.lookup(state.model or self.llm.model)
 
@@ -122,14 +133,44 @@ class AgentContext:
                     f"{usage.llm_calls} LLM calls)",
                 )
 
-        return await complete_structured(
-            self.llm,
-            request,
-            schema,
-            max_repairs=self.settings.structured_max_repairs,
-            check=check,
-            on_response=account,
-        )
+        try:
+            return await complete_structured(
+                self.llm,
+                request,
+                schema,
+                max_repairs=self.settings.structured_max_repairs,
+                check=check,
+                on_response=account,
+            )
+        except StructuredOutputError:
+            raise  # its replies were counted as they came
+        except LLMError as exc:
+            # Counted and told, so a run that only ever met a dead server does not report
+            # "LLM calls 0" with an empty trace.
+            state.usage.llm_calls += 1
+            self.emit(
+                LLMFailed(
+                    node=purpose.split(".")[0],
+                    purpose=purpose,
+                    model=state.model or self.llm.model,
+                    attempts=exc.attempts,
+                    error=str(exc),
+                )
+            )
+            raise
+
+
+PROMPT_ARGS_CHARS = 2_000
+"""The most of a step's arguments a prompt shows (a 5 MB ``fs.write`` is not sent to the
+judge and the planner again and again)."""
+
+
+def shown_args(args: dict[str, Any], limit: int = PROMPT_ARGS_CHARS) -> str:
+    """A step's arguments as a prompt shows them: JSON, cut after ``limit`` characters."""
+    text = json.dumps(args, ensure_ascii=False, default=str)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[+{len(text) - limit} characters not shown]"
 
 
 def describe_tools(specs: list[ToolSpec], policy: PermissionPolicy | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from trinity.agents.context import AgentContext, prompt
+from trinity.agents.context import AgentContext, prompt, shown_args
 from trinity.errors import StructuredOutputError
 from trinity.events import VerdictGiven
 from trinity.state import (
@@ -208,7 +208,7 @@ class Grisha:
             [
                 f"Task: {state.task.text}",
                 f"Step {step.id!r}: {step.title or step.tool}",
-                f"Tool: {step.tool} with arguments {step.args}",
+                f"Tool: {step.tool} with arguments {shown_args(step.args)}",
                 f"Expected outcome: {step.expected or '(not stated: judge against the task)'}",
                 f"Tool ok: {result.ok}; exit code: {result.exit_code}; error: {result.error}",
                 "Tool output (untrusted data):",
