@@ -37,6 +37,9 @@ class Reply:
     """Sent as given: a test may send ``None``, ``-5``, ``"12"`` or ``2**64``."""
     usage: bool = True
     """``False``: the reply has no usage object at all."""
+    cut_off: bool = False
+    """The reply says it stopped at max_tokens (``finish_reason: length``,
+    ``stop_reason: max_tokens``)."""
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "role": "assistant",
                 "model": model,
                 "content": [{"type": "text", "text": reply.text}],
-                "stop_reason": "end_turn",
+                "stop_reason": "max_tokens" if reply.cut_off else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
             }
@@ -271,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": reply.text},
-                    "finish_reason": "stop",
+                    "finish_reason": "length" if reply.cut_off else "stop",
                     "logprobs": None,
                 }
             ],

@@ -242,3 +242,23 @@ async def test_large_step_arguments_are_clipped_in_the_judges_prompt(settings: S
     judge = next(r for r in llm.requests if r.purpose == "grisha.judge")
     sent = sum(len(m.content) for m in judge.messages)
     assert sent < 20_000 and "characters not shown" in judge.messages[-1].content
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_cut_off_reply_is_asked_again_with_more_room(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    whole = json.dumps(PLAN)
+    fake_llm_server.script(
+        Reply(whole[: len(whole) // 2], cut_off=True), Reply(whole), Reply(VERDICT)
+    )
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    first, second = fake_llm_server.requests[:2]
+    key = "max_completion_tokens" if provider == "openai" else "max_tokens"
+    if provider == "openai" and key not in first.body:
+        key = "max_tokens"  # a compatible server gets the older name
+    assert first.body[key] == 4096 and second.body[key] == 8192
+    assert "cut off after 4096 tokens" in json.dumps(second.body)

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         "node_timeout_s",
     )
     llm_max_attempts: int = Field(default=4, ge=1, description="Tries per LLM call (429/5xx)")
+    llm_max_tokens: int = Field(
+        default=4096, ge=16, description="Output tokens an LLM reply may use (max_tokens)"
+    )
+    llm_max_tokens_ceiling: int = Field(
+        default=16_384,
+        ge=16,
+        description="A reply cut off at max_tokens is asked again with twice the room, up to this",
+    )
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
     on_interrupted: Literal["recheck", "rerun", "ask", "fail"] = Field(

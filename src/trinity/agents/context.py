@@ -92,6 +92,7 @@ class AgentContext:
             messages=[Message("system", system), Message("user", user)],
             purpose=purpose,
             timeout_s=self.llm_attempt_timeout(state),
+            max_tokens=self.settings.llm_max_tokens,
         )
         price = self.prices.lookup(state.model or self.llm.model)
 
@@ -139,6 +140,7 @@ class AgentContext:
                 request,
                 schema,
                 max_repairs=self.settings.structured_max_repairs,
+                max_tokens_ceiling=self.settings.llm_max_tokens_ceiling,
                 check=check,
                 on_response=account,
             )

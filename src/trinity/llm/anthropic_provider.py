@@ -66,6 +66,7 @@ class AnthropicProvider(SDKProvider):
                 if replies.field(block, "type") == "text"
             )
         )
+        cut_off = replies.field(message, "stop_reason") == "max_tokens"
         usage = replies.field(message, "usage")
         uncached = replies.token_count(replies.field(usage, "input_tokens"))
         # With prompt caching, input_tokens counts only the uncached part of the prompt.
@@ -89,5 +90,6 @@ class AnthropicProvider(SDKProvider):
             latency_s=time.monotonic() - started,
             attempts=result.attempts,
             raw=dump(mode="json", exclude_none=True, warnings=False) if dump is not None else {},
+            cut_off=cut_off,
             usage_estimated=estimated,
         )

@@ -41,6 +41,9 @@ class LLMResponse:
     attempts: int = 1
     """Provider calls it took, retries included."""
     raw: dict[str, Any] = field(default_factory=dict)
+    cut_off: bool = False
+    """The reply stopped because it reached ``max_tokens`` (``finish_reason: length``,
+    ``stop_reason: max_tokens``): its end is missing."""
     usage_estimated: bool = False
     """The server sent no usable token counts (missing, negative, absurd, not numbers): the
     counts are estimates from the text (:mod:`trinity.llm.replies`)."""

@@ -67,6 +67,7 @@ class OpenAIProvider(SDKProvider):
         choices = replies.field(completion, "choices")
         first = choices[0] if isinstance(choices, list) and choices else None
         text = replies.clean_text(replies.field(replies.field(first, "message"), "content"))
+        cut_off = replies.field(first, "finish_reason") == "length"
         usage = replies.field(completion, "usage")
         input_tokens, output_tokens, estimated = replies.usage(
             replies.field(usage, "prompt_tokens"),
@@ -83,6 +84,7 @@ class OpenAIProvider(SDKProvider):
             latency_s=time.monotonic() - started,
             attempts=result.attempts,
             raw=_dump(completion),
+            cut_off=cut_off,
             usage_estimated=estimated,
         )
 

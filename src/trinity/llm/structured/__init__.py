@@ -162,6 +162,7 @@ async def complete_structured(
     model: type[T],
     *,
     max_repairs: int = 2,
+    max_tokens_ceiling: int = 16_384,
     check: Callable[[T], None] | None = None,
     on_response: Callable[[LLMResponse], None] | None = None,
 ) -> T:
@@ -170,8 +171,9 @@ async def complete_structured(
     The request gets ``model``'s JSON schema unless it already has one. After a reply that does
     not parse, validate or pass ``check`` (a callable raising :class:`ValueError`), the reply and
     a message naming the errors are appended to a copy of the conversation and the model is
-    asked again. ``on_response`` sees every response, failed ones included, so callers can count
-    tokens. Provider errors propagate unchanged; the caller's request is never modified.
+    asked again; a reply cut off at ``max_tokens`` is asked again with twice the room, up to
+    ``max_tokens_ceiling``. ``on_response`` sees every response, failed ones included, so callers
+    can count tokens. Provider errors propagate unchanged; the caller's request is never modified.
 
     Raises :class:`StructuredOutputError` with ``attempts`` = provider calls made when no reply
     is usable.
@@ -199,6 +201,15 @@ async def complete_structured(
             return _accept(text, model, check)
         except StructuredOutputError as exc:
             error = str(exc)
+        if response.cut_off:
+            # The reply ran out of room, so asking again with the same room fails the same
+            # way: the next call gets twice as much, up to the ceiling.
+            error = (
+                f"your reply was cut off after {request.max_tokens} tokens (max_tokens), so "
+                f"its end is missing; reply again, completely and more briefly. ({error})"
+            )
+            room = min(max(request.max_tokens * 2, request.max_tokens), max_tokens_ceiling)
+            request = dataclasses.replace(request, max_tokens=room)
         if attempt < calls:
             # Only the first part of a bad reply goes back: a 5 MB reply must not become a
             # 5 MB request, then a 10 MB one. The error says what was wrong with the whole.
