@@ -262,3 +262,44 @@ async def test_a_cut_off_reply_is_asked_again_with_more_room(
         key = "max_tokens"  # a compatible server gets the older name
     assert first.body[key] == 4096 and second.body[key] == 8192
     assert "cut off after 4096 tokens" in json.dumps(second.body)
+
+
+DELETING_PLAN = {
+    "steps": [
+        {"id": "wipe", "tool": "shell.run", "args": {"command": "rm -rf ../outside"}},
+    ]
+}
+
+
+@pytest.mark.parametrize(("sandbox", "asks"), [("off", True), ("strict", False)])
+async def test_model_plans_ask_before_deleting_when_nothing_contains_them(
+    settings: Settings, tmp_path: Path, sandbox: str, asks: bool
+) -> None:
+    from trinity.llm.scripted import ScriptedProvider
+    from trinity.tools.sandbox import probe
+
+    if sandbox == "strict" and not probe().available:
+        pytest.skip(f"LOUD SKIP: no working bubblewrap here: {probe().reason}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("keep")
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(DELETING_PLAN)},
+            {"text": VERDICT, "repeat": True},
+        ]
+    )
+    runtime = Runtime(settings.model_copy(update={"sandbox": sandbox}), llm=llm)
+    try:
+        request = runtime.prepare("tidy up", model="scripted:x")
+        state = await runtime.start(request)
+    finally:
+        runtime.close()
+    # Unsandboxed, a person must approve it first; sandboxed, the command runs but cannot
+    # reach outside the workspace. Either way the folder outside survives.
+    assert (outside / "keep.txt").exists()
+    if asks:
+        assert state.stop_reason == StopReason.AWAITING_APPROVAL, state.stop_detail
+        assert "deletes" in (state.stop_detail or "")
+    else:
+        assert state.stop_reason != StopReason.AWAITING_APPROVAL, state.stop_detail

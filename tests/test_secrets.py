@@ -109,8 +109,15 @@ def test_planted_secrets_reach_no_store_output_trace_lesson_or_model(
     model = f"openai-compatible:{fake_llm_server.openai_base_url}#planted-model"
     env = clean_env(**PLANTED, TRINITY_SANDBOX=sandbox)
     record = tmp_path / "recorded.yaml"
+    # Without the sandbox a model's plan that reads /proc would wait for approval (the default
+    # policy for unsandboxed model plans): this test wants it to run, so it allows everything.
+    allow_all = tmp_path / "allow.yaml"
+    allow_all.write_text("default: allow\n")
     run = cli.run(
-        "print the environment", "--model", model, "--json", "--record", str(record), env=env
+        "print the environment",
+        *("--model", model, "--json", "--record", str(record)),
+        *("--permissions", str(allow_all)),
+        env=env,
     )
     assert run.code == 0, run.stdout
     run_id = json.loads(run.stdout)["run_id"]

@@ -25,9 +25,11 @@ from trinity.state import OnInterrupted, Plan, VerificationLevel
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS
+from trinity.tools.default_policy import MODEL_PLAN_DEFAULTS, MODEL_PLAN_DEFAULTS_SOURCE
 from trinity.tools.mcp_config import McpConfig, load_mcp_config, parse_mcp_config
 from trinity.tools.permissions import PermissionPolicy
 from trinity.tools.policy_check import check_policy_tools
+from trinity.tools.sandbox import Sandbox
 
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
@@ -83,6 +85,11 @@ class Preparation:
 
         @property
         def store(self) -> Store: ...
+
+    def sandbox(self) -> Sandbox:
+        """How this runtime's commands are contained: the settings' profile, with the
+        database's folder hidden from them."""
+        return Sandbox.from_settings(self.settings, hidden=[self.store.path.parent])
 
     def prepare(
         self,
@@ -191,6 +198,13 @@ class Preparation:
         }
         requested = {key: value for key, value in explicit.items() if value is not None}
         permissions = self._load_permissions(permissions_file)
+        unconfined = self._tools is None and not self.sandbox().active
+        if permissions is None and plan is None and unconfined:
+            # A model writes this plan and nothing contains its commands: a person approves
+            # the ones that delete or reach outside the workspace.
+            permissions = PermissionPolicy.from_data(
+                MODEL_PLAN_DEFAULTS, source=MODEL_PLAN_DEFAULTS_SOURCE
+            )
         if s.rate_limits:
             check_rate_limits(s.rate_limits)
         if permissions is not None and self._tools is None:

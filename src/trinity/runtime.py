@@ -51,7 +51,6 @@ from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
 from trinity.tools.hub import ToolHub
 from trinity.tools.permissions import PermissionPolicy, audit_args
 from trinity.tools.reaper import REAPER, wait_for_reaper
-from trinity.tools.sandbox import Sandbox
 
 if TYPE_CHECKING:
     from trinity.llm.ratelimit import RateLimiter
@@ -363,11 +362,6 @@ class Runtime(Preparation):
             return False
         event.set()
         return True
-
-    def sandbox(self) -> Sandbox:
-        """How this runtime's commands are contained: the settings' profile, with the
-        database's folder hidden from them."""
-        return Sandbox.from_settings(self.settings, hidden=[self.store.path.parent])
 
     def _check_services(self, state: RunState) -> None:
         """Fail as :meth:`_services` would, without making anything."""
