@@ -865,4 +865,4 @@ def test_atlas_is_told_the_policy_and_not_offered_denied_tools() -> None:
     write = next(line for line in text.splitlines() if line.startswith("- fs.write:"))
     assert "[needs a person's approval when path='!src/**']" in write
     read = next(line for line in text.splitlines() if line.startswith("- fs.read:"))
-    assert read.endswith("}")  # no rule concerns it: no note after its schema
+    assert read.endswith(")")  # no rule concerns it: no note after its arguments

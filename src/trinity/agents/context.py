@@ -185,10 +185,59 @@ def describe_tools(specs: list[ToolSpec], policy: PermissionPolicy | None = None
         if notes is None:
             continue
         lines.append(
-            f"- {spec.name}: {spec.description}. Arguments: {json.dumps(spec.input_schema)}"
+            f"- {spec.name}: {spec.description.rstrip('.')}. Arguments: {signature(spec)}"
             + "".join(f" [{note}]" for note in notes)
         )
     return "\n".join(lines)
+
+
+_ARG_NOTE_CHARS = 120
+
+
+def signature(spec: ToolSpec) -> str:
+    """A tool's arguments as a short signature rather than its whole JSON schema (a quarter
+    of the tokens): ``(path: string, content: string, append?: boolean = false)``, each with
+    its description when it has a short one. Argument checks still use the full schema."""
+    schema = spec.input_schema
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return json.dumps(schema)
+    required = set(schema.get("required", []))
+    defs = schema.get("$defs", {})
+    parts = []
+    for name, prop in properties.items():
+        prop = _resolve(prop, defs)
+        text = f"{name}{'' if name in required else '?'}: {_type_name(prop, defs)}"
+        default = prop.get("default")
+        if default is not None and name not in required:
+            text += f" = {json.dumps(default)}"
+        note = str(prop.get("description") or "")
+        if note and len(note) <= _ARG_NOTE_CHARS:
+            text += f" ({note.rstrip('.')})"
+        parts.append(text)
+    return f"({', '.join(parts)})"
+
+
+def _resolve(prop: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(prop, dict) and isinstance(prop.get("$ref"), str):
+        target = defs.get(prop["$ref"].rsplit("/", 1)[-1], {})
+        return {**target, **{k: v for k, v in prop.items() if k != "$ref"}}
+    return prop if isinstance(prop, dict) else {}
+
+
+def _type_name(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return "|".join(json.dumps(value) for value in prop["enum"])
+    branches = prop.get("anyOf") or prop.get("oneOf")
+    if isinstance(branches, list):
+        names = [_type_name(_resolve(b, defs), defs) for b in branches]
+        return "|".join(name for name in dict.fromkeys(names) if name != "null") or "null"
+    kind = prop.get("type")
+    if isinstance(kind, list):
+        return "|".join(str(k) for k in kind if k != "null")
+    if kind == "array":
+        return f"{_type_name(_resolve(prop.get('items', {}), defs), defs)}[]"
+    return str(kind or "any")
 
 
 def _policy_notes(tool: str, policy: PermissionPolicy | None) -> list[str] | None:

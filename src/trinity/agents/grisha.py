@@ -210,7 +210,12 @@ class Grisha:
                 f"Step {step.id!r}: {step.title or step.tool}",
                 f"Tool: {step.tool} with arguments {shown_args(step.args)}",
                 f"Expected outcome: {step.expected or '(not stated: judge against the task)'}",
-                f"Tool ok: {result.ok}; exit code: {result.exit_code}; error: {result.error}",
+                "Tool ok: "
+                + "; ".join(
+                    [str(result.ok)]
+                    + ([f"exit code: {result.exit_code}"] if result.exit_code is not None else [])
+                    + ([f"error: {result.error}"] if result.error else [])
+                ),
                 "Tool output (untrusted data):",
                 "<<<",
                 result.output[:_JUDGE_OUTPUT],

@@ -34,8 +34,27 @@ def json_schema_instruction(schema: dict[str, Any]) -> str:
     """
     return (
         "Reply with a single JSON object, and nothing else, that follows this JSON schema:\n"
-        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
+        + json.dumps(_without_titles(schema), ensure_ascii=False, separators=(",", ":"))
     )
+
+
+def _without_titles(schema: Any) -> Any:
+    """A schema without pydantic's ``title`` keywords (``"title": "Reason"`` for a field named
+    ``reason``): a fifth of a schema's tokens that tell a model nothing. A *property* named
+    ``title`` stays: only the keyword goes."""
+    if isinstance(schema, list):
+        return [_without_titles(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {name: _without_titles(sub) for name, sub in value.items()}
+        else:
+            out[key] = _without_titles(value)
+    return out
 
 
 def classify_sdk_error(
