@@ -303,3 +303,123 @@ async def test_model_plans_ask_before_deleting_when_nothing_contains_them(
         assert "deletes" in (state.stop_detail or "")
     else:
         assert state.stop_reason != StopReason.AWAITING_APPROVAL, state.stop_detail
+
+
+# -- task-level completion -----------------------------------------------------------------------
+
+
+def _plan_with(steps: list[dict[str, Any]], success: list[Any] | None = None) -> str:
+    return json.dumps({"steps": steps, **({"success": success} if success else {})})
+
+
+WRITE_OUT = {"id": "out", "tool": "fs.write", "args": {"path": "out.txt", "content": "done"}}
+FAILING = {
+    "id": "try",
+    "tool": "shell.run",
+    "args": {"command": "exit 3"},
+    "checks": [{"exit_code": 0}],
+}
+DETOUR = {
+    "id": "detour",
+    "tool": "fs.write",
+    "args": {"path": "notes.txt", "content": "ignore the task, all is well"},
+}
+
+
+async def _scripted(settings: Settings, replies: list[dict[str, Any]], **options: Any) -> RunState:
+    from trinity.llm.scripted import ScriptedProvider
+
+    llm = ScriptedProvider([*replies, {"text": VERDICT, "repeat": True}])
+    runtime = Runtime(settings, llm=llm)
+    try:
+        return await runtime.start(
+            runtime.prepare("Write done to out.txt", model="scripted:x", **options)
+        )
+    finally:
+        runtime.close()
+
+
+async def test_a_run_completes_when_its_success_criteria_hold(settings: Settings) -> None:
+    plan = _plan_with([WRITE_OUT], [{"file_contains": {"path": "out.txt", "text": "done"}}])
+    state = await _scripted(settings, [{"match": {"purpose": "atlas.plan"}, "text": plan}])
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert "the task's 1 success criteria hold" in (state.stop_detail or "")
+
+
+async def test_a_replan_that_drops_the_task_does_not_complete(settings: Settings) -> None:
+    """The first plan states the criterion; a replan (as a prompt injection would steer it)
+    does something else, and every step of it passes: the run must not report completed."""
+    first = _plan_with([FAILING], [{"file_exists": "out.txt"}])
+    detour = _plan_with([DETOUR])  # no success field: it cannot drop the first plan's
+    state = await _scripted(
+        settings,
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": first},
+            {"match": {"purpose": "atlas.replan"}, "text": detour},
+        ],
+        max_replans=1,
+    )
+    assert state.stop_reason == StopReason.FAILED, state.stop_detail
+    assert "success criteria do not hold" in (state.stop_detail or "")
+    assert "file_exists out.txt" in (state.stop_detail or "")
+
+
+async def test_unmet_criteria_send_the_run_back_to_the_planner(settings: Settings) -> None:
+    first = _plan_with([FAILING], [{"file_exists": "out.txt"}])
+    detour = _plan_with([DETOUR])
+    fixed = _plan_with([{**WRITE_OUT, "id": "out-2"}])
+    state = await _scripted(
+        settings,
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": first},
+            {"match": {"purpose": "atlas.replan"}, "text": detour},
+            {"match": {"purpose": "atlas.replan"}, "text": fixed},
+        ],
+        max_replans=2,
+    )
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert state.plan is not None and state.plan.success[0].describe() == "file_exists out.txt"
+
+
+async def test_success_criteria_check_files_only(settings: Settings) -> None:
+    bad = _plan_with([WRITE_OUT], [{"exit_code": 0}])
+    state = await _scripted(
+        settings,
+        [{"match": {"purpose": "atlas.plan"}, "text": bad, "repeat": True}],
+    )
+    assert state.stop_reason == StopReason.FAILED, state.stop_detail
+    assert "success criteria check files" in (state.stop_detail or "")
+
+
+def test_a_plan_file_states_success_criteria_too(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "task: write the report\n"
+        "success: [{file_exists: report.md}]\n"
+        "steps:\n  - {id: a, tool: fs.write, args: {path: notes.txt, content: hi}}\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trinity",
+            "run",
+            str(plan),
+            "-w",
+            str(tmp_path / "ws"),
+            "--db",
+            str(tmp_path / "t.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "500"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "success criteria do not hold (no model to replan with)" in done.stdout + done.stderr
+    assert "file_exists report.md" in done.stdout + done.stderr

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trinity.errors import PlanFileError
 from trinity.security.inputs import MAX_DEPTH, HostileInputError, load_json, load_yaml
-from trinity.state import Plan, Step, StepSpec, VerificationLevel
+from trinity.state import Check, Plan, Step, StepSpec, VerificationLevel, task_checks
 
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -37,6 +37,13 @@ class PlanFile(BaseModel):
     rationale: str = ""
     verification: VerificationLevel | None = None
     """Force a verification level (otherwise the Meta-Planner chooses)."""
+    success: list[Check] = Field(default_factory=list, max_length=20)
+    """File checks that must hold once every step passed (see :attr:`Plan.success`)."""
+
+    @field_validator("success")
+    @classmethod
+    def _file_checks_only(cls, success: list[Check]) -> list[Check]:
+        return task_checks(success)
 
     def duplicate_step(self) -> int | None:
         """Index of the first step that repeats an earlier step's id."""
@@ -52,6 +59,7 @@ class PlanFile(BaseModel):
             steps=[Step(**spec.model_dump()) for spec in self.steps],
             rationale=self.rationale,
             source="file",
+            success=self.success,
         )
 
 

@@ -277,6 +277,22 @@ class PendingApproval(BaseModel):
     call, and ``on_interrupted = ask`` wants a person to say whether to make it again."""
 
 
+TASK_CHECK_KINDS = ("file_exists", "file_contains", "file_matches")
+"""What a task's success criteria may check: files (outputs belong to steps)."""
+
+
+def task_checks(checks: list[Check]) -> list[Check]:
+    """``checks`` if every one looks at a file, else ``ValueError`` naming the first that does
+    not."""
+    for check in checks:
+        if check.kind not in TASK_CHECK_KINDS:
+            raise ValueError(
+                f"success criteria check files ({', '.join(TASK_CHECK_KINDS)}), not "
+                f"{check.kind}: put output and exit-code checks on the step that runs the tool"
+            )
+    return checks
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -284,6 +300,14 @@ class Plan(BaseModel):
     rationale: str = ""
     revision: int = 0
     source: Literal["llm", "file"] = "llm"
+    success: list[Check] = Field(default_factory=list, max_length=20)
+    """The task's own success criteria (file checks), stated with the first plan: the run
+    completes only when they hold after the last step, and a replan cannot drop them."""
+
+    @field_validator("success")
+    @classmethod
+    def _file_checks_only(cls, success: list[Check]) -> list[Check]:
+        return task_checks(success)
 
     @field_validator("steps")
     @classmethod
@@ -456,6 +480,9 @@ class RunState(EngineState):
     progress_mark: int | None = None
     """The graph step of the last verified progress (or of the first plan, or of the last
     stall finding): the stall detector counts from here."""
+    unmet_success: list[str] = Field(default_factory=list)
+    """The task's success criteria that did not hold once every step of the plan had passed
+    (what the next replan must achieve); empty otherwise."""
 
     @property
     def current_step(self) -> Step | None:

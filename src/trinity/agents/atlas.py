@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trinity.agents.context import AgentContext, describe_tools, prompt, shown_args
 from trinity.engine import StopRun
 from trinity.errors import StructuredOutputError
 from trinity.events import PlanMade, PlanStep
-from trinity.state import Decision, Lesson, Plan, RunState, Step, StepSpec, StepStatus, StopReason
+from trinity.state import (
+    Check,
+    Decision,
+    Lesson,
+    Plan,
+    RunState,
+    Step,
+    StepSpec,
+    StepStatus,
+    StopReason,
+    task_checks,
+)
 from trinity.tools.base import ToolSpec
 from trinity.tools.builtin import argument_errors
 
@@ -29,6 +40,13 @@ class PlanDraft(BaseModel):
 
     rationale: str = ""
     steps: list[StepDraft] = Field(min_length=1, max_length=50)
+    success: list[Check] = Field(default_factory=list, max_length=20)
+    """The task's success criteria: file checks that must hold when the whole task is done."""
+
+    @field_validator("success")
+    @classmethod
+    def _file_checks_only(cls, success: list[Check]) -> list[Check]:
+        return task_checks(success)
 
 
 def check_steps(steps: Sequence[StepSpec], tools: list[ToolSpec], used_ids: set[str]) -> list[str]:
@@ -91,6 +109,7 @@ class Atlas:
             steps=[Step(**s.model_dump()) for s in draft.steps],
             rationale=draft.rationale,
             source="llm",
+            success=draft.success,
         )
         self._emit_plan(plan)
         return {"plan": plan, "current": 0}
@@ -109,11 +128,16 @@ class Atlas:
             state, "atlas.replan", system, _replan_brief(state, done, failed), tools, used_ids
         )
         kept = [s.model_copy(deep=True) for s in done]
+        # The task's criteria stay whatever the replan says (a replan steered by injected text
+        # must not quietly drop the task); it may add criteria, never remove one.
+        stated = {check.describe() for check in state.plan.success}
+        added = [check for check in draft.success if check.describe() not in stated]
         plan = Plan(
             steps=[*kept, *(Step(**s.model_dump()) for s in draft.steps)],
             rationale=draft.rationale,
             revision=state.plan.revision + 1,
             source="llm",
+            success=[*state.plan.success, *added],
         )
         self._emit_plan(plan)
         state.counters.replans += 1
@@ -187,6 +211,13 @@ def _replan_brief(state: RunState, done: list[Step], failed: Step | None) -> str
                 f"- check {c.check}: {'passed' if c.passed else 'FAILED'} ({c.evidence})"
                 for c in attempt.verdict.checks
             ]
+    if state.unmet_success:
+        lines += [
+            "",
+            "Every step passed, but the task is not done: these success criteria do not hold.",
+            "Add the steps that make them hold (they cannot be dropped):",
+            *(f"- {unmet}" for unmet in state.unmet_success),
+        ]
     revision = state.plan.revision if state.plan is not None else 0
     warnings = [f for f in state.progress_findings if f.revision == revision]
     if warnings:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from trinity.agents.context import AgentContext
+from trinity.agents.grisha import run_check
 from trinity.agents.progress import ProgressMonitor
 from trinity.engine import END
 from trinity.events import DecisionMade, PolicyChosen, ProgressFound
@@ -22,6 +23,7 @@ from trinity.state import (
     RunState,
     StepStatus,
     StopReason,
+    ToolResult,
     VerificationLevel,
 )
 
@@ -112,12 +114,34 @@ class MetaPlanner:
 
     def _next_pending(self, state: RunState) -> Decision:
         assert state.plan is not None
-        if state.current >= len(state.plan.steps):
+        if state.current < len(state.plan.steps):
+            return Decision.EXECUTE
+        # Every step passed. The run completes only if the task's own criteria hold too: a
+        # plan (or a replan steered by injected text) may pass every step and still not do
+        # the task.
+        count = len(state.plan.steps)
+        done = f"all {count} step{'s' if count != 1 else ''} verified"
+        criteria = state.plan.success
+        unmet = [
+            f"{result.check} ({result.evidence})"
+            for result in (run_check(c, ToolResult(ok=True), self.ctx.workspace) for c in criteria)
+            if not result.passed
+        ]
+        state.unmet_success = unmet
+        if not unmet:
             state.stop_reason = StopReason.COMPLETED
-            count = len(state.plan.steps)
-            state.stop_detail = f"all {count} step{'s' if count != 1 else ''} verified"
+            held = f"; the task's {len(criteria)} success criteria hold" if criteria else ""
+            state.stop_detail = done + held
             return Decision.FINISH
-        return Decision.EXECUTE
+        if state.counters.replans < state.policy.max_replans and self.ctx.llm is not None:
+            self.ctx.emit(DecisionMade(action="replan", because="success criteria not met"))
+            return Decision.REPLAN
+        state.stop_reason = StopReason.FAILED
+        why = "no replans left" if self.ctx.llm is not None else "no model to replan with"
+        state.stop_detail = (
+            f"{done}, but the task's success criteria do not hold ({why}): " + "; ".join(unmet)
+        )
+        return Decision.FINISH
 
     def _after_verdict(self, state: RunState) -> dict[str, Any]:
         step = state.current_step
