@@ -423,3 +423,27 @@ def test_a_plan_file_states_success_criteria_too(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "success criteria do not hold (no model to replan with)" in done.stdout + done.stderr
     assert "file_exists report.md" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_every_retry_is_an_event(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    from trinity.events import LLMRetry
+
+    fake_llm_server.script(Status(503, "busy, try later"), Reply(json.dumps(PLAN)), Reply(VERDICT))
+    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
+    runtime = Runtime(_settings(settings, fake_llm_server, provider))
+    events: list[EventBase] = []
+    try:
+        state = await runtime.start(
+            runtime.prepare("Write hello to hello.txt", model=model), subscribers=[events.append]
+        )
+    finally:
+        runtime.close()
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    [retry] = [event for event in events if isinstance(event, LLMRetry)]
+    assert retry.purpose == "atlas.plan" and retry.attempt == 1 and retry.wait_s > 0
+    assert "503" in retry.reason and "busy, try later" in retry.reason

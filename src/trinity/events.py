@@ -172,6 +172,18 @@ class LLMFailed(EventBase):
     error: str
 
 
+class LLMRetry(EventBase):
+    """An LLM attempt failed in a way worth retrying (a timeout, a 429, a 5xx, a reset): the
+    provider waits ``wait_s`` and tries again."""
+
+    kind: Literal["llm_retry"] = "llm_retry"
+    purpose: str
+    attempt: int
+    """The attempt that failed (1 = the first)."""
+    reason: str
+    wait_s: float
+
+
 class RateLimited(EventBase):
     """An LLM call waits for its turn under a rate limit (``rate_limits`` in the settings)."""
 
@@ -294,6 +306,7 @@ Event = Annotated[
     | PlanMade
     | LLMCall
     | LLMFailed
+    | LLMRetry
     | RateLimited
     | ToolCalled
     | ToolReturned

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from trinity.config import Settings
 from trinity.engine import StopRun
 from trinity.errors import EngineError, LLMError, StructuredOutputError
-from trinity.events import EventSink, LLMCall, LLMFailed
+from trinity.events import EventSink, LLMCall, LLMFailed, LLMRetry
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
 from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
@@ -93,6 +93,15 @@ class AgentContext:
             purpose=purpose,
             timeout_s=self.llm_attempt_timeout(state),
             max_tokens=self.settings.llm_max_tokens,
+            on_retry=lambda attempt, reason, wait_s: self.emit(
+                LLMRetry(
+                    node=purpose.split(".")[0],
+                    purpose=purpose,
+                    attempt=attempt,
+                    reason=reason,
+                    wait_s=round(wait_s, 3),
+                )
+            ),
         )
         price = self.prices.lookup(state.model or self.llm.model)
 

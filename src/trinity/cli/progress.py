@@ -21,6 +21,8 @@ from trinity.events import (
     LessonsRecalled,
     LessonsStored,
     LLMCall,
+    LLMFailed,
+    LLMRetry,
     PermissionApplied,
     PlanMade,
     PolicyChosen,
@@ -107,6 +109,13 @@ def describe(event: EventBase) -> str | None:
             f"[dim]llm       {event.purpose}: {event.input_tokens}+"
             f"{event.output_tokens} tokens, {event.latency_s:.2f}s[/]"
         )
+    if isinstance(event, LLMRetry):
+        return (
+            f"[yellow]llm[/]       {event.purpose}: attempt {event.attempt} failed "
+            f"({escape(event.reason[:200])}); retrying in {event.wait_s:.1f}s"
+        )
+    if isinstance(event, LLMFailed):
+        return f"[red]llm[/]       {event.purpose}: failed: {escape(event.error[:300])}"
     return None
 
 

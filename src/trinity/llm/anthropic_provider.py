@@ -53,7 +53,9 @@ class AnthropicProvider(SDKProvider):
 
         started = time.monotonic()
         result = await self._call(
-            lambda timeout: self._client.messages.create(**params, timeout=timeout), timeout_s
+            lambda timeout: self._client.messages.create(**params, timeout=timeout),
+            timeout_s,
+            request.on_retry,
         )
         message = result.value
         # Nothing of the reply is trusted: see trinity.llm.replies.

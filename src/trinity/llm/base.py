@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -29,6 +30,9 @@ class LLMRequest:
     the reply is always parsed and validated by :mod:`trinity.llm.structured`)."""
     timeout_s: float | None = None
     """Per-call timeout; ``None`` uses the provider's default."""
+    on_retry: Callable[[int, str, float], None] | None = None
+    """Told ``(attempt that failed, why, seconds to wait)`` before the provider retries, so the
+    wait shows in the run's events."""
 
 
 @dataclass(slots=True)

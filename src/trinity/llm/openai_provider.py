@@ -60,6 +60,7 @@ class OpenAIProvider(SDKProvider):
         result = await self._call(
             lambda timeout: self._client.chat.completions.create(**params, timeout=timeout),
             timeout_s,
+            request.on_retry,
         )
         completion = result.value
         # Nothing of the reply is trusted: see trinity.llm.replies.

@@ -223,6 +223,7 @@ async def call_with_retries(
     timeout_s: float | None,
     api_key_env: str | None = None,
     secrets: Sequence[str] = (),
+    on_retry: Callable[[int, str, float], None] | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
 ) -> Attempted[T]:
@@ -237,6 +238,7 @@ async def call_with_retries(
         timeout_s: Hard limit for each attempt, whatever the SDK does; ``None`` = no limit.
         api_key_env: Environment variable holding the API key, named in 401/403 messages.
         secrets: Strings (the API key) that must never appear in an error message.
+        on_retry: Told ``(attempt that failed, why, seconds to wait)`` before each retry.
         sleep: Waits between attempts; tests may pass a recorder.
         rand: Random source for the jitter, in [0, 1).
 
@@ -289,6 +291,8 @@ async def call_with_retries(
             raise _error(label, message, failure, attempt, secrets) from cause
         if wait is None:
             wait = policy.backoff_s(attempt, rand)
+        if on_retry is not None:
+            on_retry(attempt, _redact(f"{what}{detail}", secrets), wait)
         await sleep(wait)
 
 

@@ -144,7 +144,10 @@ class SDKProvider:
         return timeout_s if timeout_s is not None else self.timeout_s
 
     async def _call(
-        self, create: Callable[[float], Awaitable[T]], timeout_s: float
+        self,
+        create: Callable[[float], Awaitable[T]],
+        timeout_s: float,
+        on_retry: Callable[[int, str, float], None] | None = None,
     ) -> Attempted[T]:
         """``create(timeout_s)`` with retries. The SDK's timeout ends a silent connection
         cleanly; the hard limit inside call_with_retries also ends one that trickles bytes and
@@ -158,6 +161,7 @@ class SDKProvider:
             timeout_s=timeout_s,
             api_key_env=self._api_key_env,
             secrets=(self._api_key,),
+            on_retry=on_retry,
         )
 
     async def aclose(self) -> None:
