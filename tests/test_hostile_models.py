@@ -47,12 +47,16 @@ def _settings(settings: Settings, fake: FakeLLMServer, provider: str, **extra: A
     return settings.model_copy(update=update)
 
 
-async def _run(settings: Settings, provider: str, **options: Any) -> RunState:
+async def _run(
+    settings: Settings, provider: str, events: list[EventBase] | None = None, **options: Any
+) -> RunState:
+    """The task through a whole runtime; ``events`` collects what the run emitted."""
     model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
     runtime = Runtime(settings)
+    subscribers = [events.append] if events is not None else []
     try:
         request = runtime.prepare("Write hello to hello.txt", model=model, **options)
-        state = await runtime.start(request)
+        state = await runtime.start(request, subscribers=subscribers)
         row = runtime.store.get_run(state.run_id)
         assert row is not None and row["status"] != "running", row
         return state
@@ -204,14 +208,8 @@ async def test_a_failed_call_is_counted_and_traced(
     provider: str,
 ) -> None:
     fake_llm_server.script(Status(503, "overloaded"), Status(503, "overloaded"))
-    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
-    runtime = Runtime(_settings(settings, fake_llm_server, provider))
     events: list[EventBase] = []
-    try:
-        request = runtime.prepare("Write hello to hello.txt", model=model)
-        state = await runtime.start(request, subscribers=[events.append])
-    finally:
-        runtime.close()
+    state = await _run(_settings(settings, fake_llm_server, provider), provider, events)
     assert state.stop_reason == StopReason.ERROR, state.stop_detail
     assert state.usage.llm_calls == 1
     [failed] = [event for event in events if isinstance(event, LLMFailed)]
@@ -434,15 +432,8 @@ async def test_every_retry_is_an_event(
     from trinity.events import LLMRetry
 
     fake_llm_server.script(Status(503, "busy, try later"), Reply(json.dumps(PLAN)), Reply(VERDICT))
-    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
-    runtime = Runtime(_settings(settings, fake_llm_server, provider))
     events: list[EventBase] = []
-    try:
-        state = await runtime.start(
-            runtime.prepare("Write hello to hello.txt", model=model), subscribers=[events.append]
-        )
-    finally:
-        runtime.close()
+    state = await _run(_settings(settings, fake_llm_server, provider), provider, events)
     assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
     [retry] = [event for event in events if isinstance(event, LLMRetry)]
     assert retry.purpose == "atlas.plan" and retry.attempt == 1 and retry.wait_s > 0

@@ -29,6 +29,15 @@ PLANTED = "planted-secret-7f3a9c2e51"
 
 
 @pytest.fixture
+def database(tmp_path: Path) -> Path:
+    """A folder holding a database file, as the sandboxes' ``hidden`` folder."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    (folder / "trinity.db").write_text("runs")
+    return folder
+
+
+@pytest.fixture
 def strict(workspace: Path, tmp_path: Path) -> BuiltinTools:
     return BuiltinTools(workspace, sandbox=Sandbox("strict", hidden=(tmp_path / "db",)))
 
@@ -66,17 +75,13 @@ async def test_the_parent_environment_cannot_be_read(
 async def test_a_background_process_dies_with_the_step(
     boxed: BuiltinTools, workspace: Path
 ) -> None:
-    marker = f"sleep-marker-{os.getpid()}-{time.monotonic_ns()}"
-    command = f"(exec -a {marker} sleep 30; echo late > late.txt) >/dev/null 2>&1 & echo started"
+    marker = _unique_seconds(1)
+    command = f"(sleep {marker}; echo late > late.txt) >/dev/null 2>&1 & echo started"
     result = await boxed.call("shell.run", {"command": command})
     assert result.ok and "started" in result.output
     await asyncio.sleep(0.3)
-    alive = [
-        pid
-        for pid in os.listdir("/proc")
-        if pid.isdigit() and marker.encode() in _cmdline(int(pid))
-    ]
-    assert alive == [], "a background process outlived the step"
+    assert _alive_with(marker) == [], "a background process outlived the step"
+    await asyncio.sleep(1.8)  # past the sleep: what survived would have written by now
     assert not (workspace / "late.txt").exists()
 
 
@@ -193,11 +198,8 @@ async def test_the_network_can_be_given_on_purpose(workspace: Path, listener: _L
 
 @needs_bwrap
 async def test_strict_shows_no_home_no_project_and_no_database(
-    strict: BuiltinTools, tmp_path: Path
+    strict: BuiltinTools, database: Path
 ) -> None:
-    database = tmp_path / "db"
-    database.mkdir()
-    (database / "trinity.db").write_text("runs")
     project = Path(__file__).resolve().parent.parent  # this checkout, with its .env if any
     home = Path.home()
     command = (
@@ -222,11 +224,8 @@ async def test_strict_shows_no_home_no_project_and_no_database(
 
 @needs_bwrap
 async def test_workspace_write_reads_the_host_but_hides_the_database(
-    loose: BuiltinTools, tmp_path: Path
+    loose: BuiltinTools, database: Path
 ) -> None:
-    database = tmp_path / "db"
-    database.mkdir()
-    (database / "trinity.db").write_text("runs")
     command = f"ls -d /var/lib && echo var-visible; cat {database}/trinity.db || echo db-hidden"
     result = await loose.call("shell.run", {"command": command})
     assert "var-visible" in result.output  # the host's files can be read
@@ -244,11 +243,27 @@ async def test_resource_limits_still_hold_inside(workspace: Path) -> None:
 
 @needs_bwrap
 async def test_the_timeout_kills_everything_in_the_sandbox(boxed: BuiltinTools) -> None:
+    marker = _unique_seconds()
     started = time.monotonic()
-    command = "trap '' TERM; sleep 30 & sleep 30"
+    command = f"trap '' TERM; sleep {marker} & sleep {marker}"
     result = await boxed.call("shell.run", {"command": command, "timeout_s": 0.5})
     assert not result.ok and result.error == "shell.run: timed out after 0.5s"
     assert time.monotonic() - started < 5
+    assert _alive_with(marker) == [], "a process of the sandbox outlived its timeout"
+
+
+def _unique_seconds(whole: int = 30) -> str:
+    """A sleep length no other process uses: it names this test's sleeps in /proc (dash has
+    no ``exec -a``)."""
+    return f"{whole}.{os.getpid()}{time.monotonic_ns() % 1_000_000:06d}"
+
+
+def _alive_with(marker: str) -> list[int]:
+    return [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and marker.encode() in _cmdline(int(pid))
+    ]
 
 
 async def test_without_bubblewrap_it_warns_loudly_and_runs_unsandboxed(

@@ -198,13 +198,6 @@ class Preparation:
         }
         requested = {key: value for key, value in explicit.items() if value is not None}
         permissions = self._load_permissions(permissions_file)
-        unconfined = self._tools is None and not self.sandbox().active
-        if permissions is None and plan is None and unconfined:
-            # A model writes this plan and nothing contains its commands: a person approves
-            # the ones that delete or reach outside the workspace.
-            permissions = PermissionPolicy.from_data(
-                MODEL_PLAN_DEFAULTS, source=MODEL_PLAN_DEFAULTS_SOURCE
-            )
         if s.rate_limits:
             check_rate_limits(s.rate_limits)
         if permissions is not None and self._tools is None:
@@ -215,6 +208,13 @@ class Preparation:
                 f"the database {store.path} is inside the workspace {root}: a step could "
                 "rewrite the run's history and the lessons later runs learn from. Keep it "
                 "elsewhere (--db / TRINITY_DATABASE_URL)"
+            )
+        unconfined = self._tools is None and not self.sandbox().active
+        if permissions is None and plan is None and unconfined:
+            # A model writes this plan and nothing contains its commands: a person approves
+            # the ones that delete or reach outside the workspace.
+            permissions = PermissionPolicy.from_data(
+                MODEL_PLAN_DEFAULTS, source=MODEL_PLAN_DEFAULTS_SOURCE
             )
         return RunRequest(
             task=task,
