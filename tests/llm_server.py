@@ -40,6 +40,12 @@ class Reply:
     cut_off: bool = False
     """The reply says it stopped at max_tokens (``finish_reason: length``,
     ``stop_reason: max_tokens``)."""
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """Native tool calls ``(name, arguments)`` sent instead of text (OpenAI ``tool_calls``)."""
+    stall_s: float = 0.0
+    """Go silent this long before the reply (streamed: after its first piece)."""
+    stream_cut: bool = False
+    """Streamed: close the connection after the first piece, without the final events."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
         return self.path.split("?")[0].rstrip("/").endswith("/messages")
 
     def _act(self, behaviour: Behaviour, body: dict[str, Any], fake: FakeLLMServer) -> None:
-        if isinstance(behaviour, Reply):
+        if isinstance(behaviour, Reply) and body.get("stream"):
+            self._stream(behaviour, body, next(fake._ids), fake)
+        elif isinstance(behaviour, Reply):
+            if behaviour.stall_s and fake._stopping.wait(behaviour.stall_s):
+                return
             self._send_json(200, self._reply_body(behaviour, body, next(fake._ids)))
         elif isinstance(behaviour, Status):
             error = behaviour.body
@@ -249,15 +259,49 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.close_connection = True
 
+    def _stream(self, reply: Reply, request: dict[str, Any], n: int, fake: FakeLLMServer) -> None:
+        """The reply as server-sent events, the way each API streams."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        whole = self._reply_body(reply, request, n)
+        events = _anthropic_events(whole) if self._anthropic else _openai_chunks(whole, request)
+        for name, data in events:
+            if name == "cut" and reply.stream_cut:
+                return
+            if name == "cut":
+                if reply.stall_s and fake._stopping.wait(reply.stall_s):
+                    return
+                continue
+            line = f"event: {name}\n" if name else ""
+            self.wfile.write(f"{line}data: {data}\n\n".encode())
+            self.wfile.flush()
+
     def _reply_body(self, reply: Reply, request: dict[str, Any], n: int) -> dict[str, Any]:
         model = request.get("model", "fake-model")
         if self._anthropic:
+            content: dict[str, Any] = {"type": "text", "text": reply.text}
+            choice = request.get("tool_choice") or {}
+            if choice.get("type") == "tool":  # forced tool use: the reply is the tool's input
+                try:
+                    given = json.loads(reply.text)
+                except ValueError:
+                    given = None
+                if isinstance(given, dict):
+                    content = {
+                        "type": "tool_use",
+                        "id": f"toolu_fake_{n}",
+                        "name": choice.get("name"),
+                        "input": given,
+                    }
             message = {
                 "id": f"msg_fake_{n}",
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": reply.text}],
+                "content": [content],
                 "stop_reason": "max_tokens" if reply.cut_off else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
@@ -273,7 +317,21 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.text},
+                    "message": {"role": "assistant", "content": reply.text or None}
+                    | (
+                        {
+                            "tool_calls": [
+                                {
+                                    "id": f"call_{i}",
+                                    "type": "function",
+                                    "function": {"name": name, "arguments": json.dumps(args)},
+                                }
+                                for i, (name, args) in enumerate(reply.tool_calls)
+                            ]
+                        }
+                        if reply.tool_calls
+                        else {}
+                    ),
                     "finish_reason": "length" if reply.cut_off else "stop",
                     "logprobs": None,
                 }
@@ -304,6 +362,101 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
+
+
+def _pieces(text: str) -> list[str]:
+    """A reply's text in the pieces a stream sends (three, or fewer for short text)."""
+    size = max(1, -(-len(text) // 3))
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _openai_chunks(whole: dict[str, Any], request: dict[str, Any]) -> list[tuple[str, str]]:
+    """A chat.completion as the chunks of a stream; ``("cut", "")`` marks the first pause."""
+    choice = whole["choices"][0]
+    message = choice["message"]
+    base = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> tuple[str, str]:
+        body = base | {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return "", json.dumps(body)
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    for number, piece in enumerate(_pieces(message.get("content") or "")):
+        out.append(chunk({"content": piece}))
+        if number == 0:
+            out.append(("cut", ""))
+    for i, call in enumerate(message.get("tool_calls", [])):
+        function = call["function"]
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": function["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
+        for piece in _pieces(function["arguments"]):
+            out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+    out.append(chunk({}, choice["finish_reason"]))
+    if "usage" in whole and (request.get("stream_options") or {}).get("include_usage"):
+        out.append(("", json.dumps(base | {"choices": [], "usage": whole["usage"]})))
+    out.append(("", "[DONE]"))
+    return out
+
+
+def _anthropic_events(whole: dict[str, Any]) -> list[tuple[str, str]]:
+    """A message as the events of a stream; ``("cut", "")`` marks the first pause."""
+    usage = whole.get("usage") or {}
+    start = {k: v for k, v in whole.items() if k not in ("content", "usage")}
+    start |= {"content": [], "stop_reason": None}
+    if "usage" in whole:
+        start["usage"] = {"input_tokens": usage.get("input_tokens"), "output_tokens": 1}
+    out = [("message_start", json.dumps({"type": "message_start", "message": start}))]
+    for index, block in enumerate(whole["content"]):
+        if block["type"] == "text":
+            opening, pieces = {"type": "text", "text": ""}, _pieces(block["text"])
+            deltas = [{"type": "text_delta", "text": piece} for piece in pieces]
+        else:
+            opening = {k: v for k, v in block.items() if k != "input"} | {"input": {}}
+            deltas = [
+                {"type": "input_json_delta", "partial_json": piece}
+                for piece in _pieces(json.dumps(block["input"]))
+            ]
+        out.append(
+            (
+                "content_block_start",
+                json.dumps(
+                    {"type": "content_block_start", "index": index, "content_block": opening}
+                ),
+            )
+        )
+        for number, delta in enumerate(deltas):
+            out.append(
+                (
+                    "content_block_delta",
+                    json.dumps({"type": "content_block_delta", "index": index, "delta": delta}),
+                )
+            )
+            if number == 0:
+                out.append(("cut", ""))
+        out.append(
+            ("content_block_stop", json.dumps({"type": "content_block_stop", "index": index}))
+        )
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": whole["stop_reason"], "stop_sequence": None},
+    }
+    if "usage" in whole:
+        delta["usage"] = {"output_tokens": usage.get("output_tokens")}
+    out.append(("message_delta", json.dumps(delta)))
+    out.append(("message_stop", json.dumps({"type": "message_stop"})))
+    return out
 
 
 @pytest.fixture

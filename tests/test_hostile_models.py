@@ -32,12 +32,17 @@ PLAN = {
     ],
 }
 VERDICT = json.dumps({"passed": True, "reason": "the file says hello"})
-PROVIDERS = ["openai", "anthropic"]
+PROVIDERS = ["openai", "anthropic", "openai+stream", "anthropic+stream"]
+"""Each API, with replies read whole and streamed: the whole suite runs four times."""
 
 
 def _settings(settings: Settings, fake: FakeLLMServer, provider: str, **extra: Any) -> Settings:
-    update: dict[str, Any] = {"llm_max_attempts": 2, **extra}
-    if provider == "openai":
+    update: dict[str, Any] = {
+        "llm_max_attempts": 2,
+        "llm_stream": provider.endswith("+stream"),
+        **extra,
+    }
+    if provider.startswith("openai"):
         update |= {"openai_api_key": SecretStr("sk-test"), "openai_base_url": fake.openai_base_url}
     else:
         update |= {
@@ -51,7 +56,7 @@ async def _run(
     settings: Settings, provider: str, events: list[EventBase] | None = None, **options: Any
 ) -> RunState:
     """The task through a whole runtime; ``events`` collects what the run emitted."""
-    model = "openai:gpt-4o-mini" if provider == "openai" else "anthropic:claude-test"
+    model = "openai:gpt-4o-mini" if provider.startswith("openai") else "anthropic:claude-test"
     runtime = Runtime(settings)
     subscribers = [events.append] if events is not None else []
     try:
@@ -255,8 +260,8 @@ async def test_a_cut_off_reply_is_asked_again_with_more_room(
     state = await _run(_settings(settings, fake_llm_server, provider), provider)
     assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
     first, second = fake_llm_server.requests[:2]
-    key = "max_completion_tokens" if provider == "openai" else "max_tokens"
-    if provider == "openai" and key not in first.body:
+    key = "max_completion_tokens" if provider.startswith("openai") else "max_tokens"
+    if provider.startswith("openai") and key not in first.body:
         key = "max_tokens"  # a compatible server gets the older name
     assert first.body[key] == 4096 and second.body[key] == 8192
     assert "cut off after 4096 tokens" in json.dumps(second.body)
@@ -438,3 +443,74 @@ async def test_every_retry_is_an_event(
     [retry] = [event for event in events if isinstance(event, LLMRetry)]
     assert retry.purpose == "atlas.plan" and retry.attempt == 1 and retry.wait_s > 0
     assert "503" in retry.reason and "busy, try later" in retry.reason
+
+
+# -- native structured output and streaming ------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_plans_and_verdicts_are_asked_for_natively(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    fake_llm_server.script(Reply(json.dumps(PLAN)), Reply(VERDICT))
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    plan, verdict = (request.body for request in fake_llm_server.requests)
+    if provider.startswith("openai"):
+        assert plan["response_format"]["json_schema"]["name"] == "PlanDraft"
+        assert verdict["response_format"]["json_schema"]["name"] == "JudgeReply"
+    else:
+        assert plan["tool_choice"] == {"type": "tool", "name": "PlanDraft"}
+        assert verdict["tool_choice"] == {"type": "tool", "name": "JudgeReply"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_server_without_native_output_still_runs_the_task(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    workspace: Path,
+) -> None:
+    refusal = "'response_format' of type 'json_schema' is not supported; tools are not supported"
+    fake_llm_server.script(Status(400, refusal), Reply(json.dumps(PLAN)), Reply(VERDICT))
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert (workspace / "hello.txt").read_text() == "hello"
+    # The judge's request already knew: three requests, not four.
+    assert len(fake_llm_server.requests) == 3
+
+
+async def test_plan_steps_may_come_back_as_native_tool_calls(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    workspace: Path,
+) -> None:
+    step = PLAN["steps"][0]
+    fake_llm_server.script(Reply("", tool_calls=((step["tool"], step["args"]),)), Reply(VERDICT))
+    state = await _run(_settings(settings, fake_llm_server, "openai"), "openai")
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    assert (workspace / "hello.txt").read_text() == "hello"
+
+
+@pytest.mark.parametrize("provider", ["openai+stream", "anthropic+stream"])
+async def test_a_stalled_stream_is_retried_and_shows_live(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+) -> None:
+    from trinity.events import LLMRetry, LLMStreaming
+
+    fake_llm_server.script(
+        Reply(json.dumps(PLAN), stall_s=30), Reply(json.dumps(PLAN)), Reply(VERDICT)
+    )
+    events: list[EventBase] = []
+    fast = _settings(settings, fake_llm_server, provider, llm_idle_timeout_s=0.5)
+    state = await _run(fast, provider, events)
+    assert state.stop_reason == StopReason.COMPLETED, state.stop_detail
+    [retry] = [event for event in events if isinstance(event, LLMRetry)]
+    assert "stalled" in retry.reason and "0.5 s" in retry.reason
+    streaming = [event for event in events if isinstance(event, LLMStreaming)]
+    assert {event.purpose for event in streaming} >= {"atlas.plan", "grisha.judge"}
+    assert all(event.chars > 0 for event in streaming)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from llm_server import (  # the fixture must be imported for pytest to find it
     fake_llm_server,  # noqa: F401
 )
 from trinity.errors import ConfigError, LLMError, LLMTimeoutError
+from trinity.llm import native
 from trinity.llm.anthropic_provider import AnthropicProvider
 from trinity.llm.base import LLMProvider, LLMRequest, Message
 from trinity.llm.openai_provider import OpenAIProvider
@@ -47,23 +49,37 @@ def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+@pytest.fixture(params=[False, True], ids=["whole", "stream"])
+def stream(request: pytest.FixtureRequest) -> bool:
+    """Every provider test runs with replies read whole and streamed."""
+    return request.param
+
+
 @pytest.fixture
 async def make_provider(
     kind: str,
+    stream: bool,
     fake_llm_server: FakeLLMServer,  # noqa: F811
 ) -> AsyncIterator[MakeProvider]:
     """Builds providers of the current ``kind`` aimed at the fake server; closes them after."""
     made: list[Any] = []
+    native.REFUSED.clear()  # what earlier tests' servers refused
 
-    def make(*, retry: RetryPolicy = FAST, timeout_s: float = 10.0, base_url: str | None = None):
+    def make(
+        *,
+        retry: RetryPolicy = FAST,
+        timeout_s: float = 10.0,
+        base_url: str | None = None,
+        **options: Any,
+    ):
+        options = {"stream": stream, "timeout_s": timeout_s, "retry": retry, **options}
         if kind == "openai":
             provider: Any = OpenAIProvider(
                 "openai:gpt-4o-mini",
                 model_name="gpt-4o-mini",
                 api_key=API_KEY,
                 base_url=base_url or fake_llm_server.openai_base_url,
-                timeout_s=timeout_s,
-                retry=retry,
+                **options,
             )
         else:
             provider = AnthropicProvider(
@@ -71,8 +87,7 @@ async def make_provider(
                 model_name="claude-test",
                 api_key=API_KEY,
                 base_url=base_url or fake_llm_server.anthropic_base_url,
-                timeout_s=timeout_s,
-                retry=retry,
+                **options,
             )
         made.append(provider)
         return provider
@@ -139,25 +154,182 @@ async def test_normal_reply(
         assert body["messages"] == [{"role": "user", "content": "Say hello."}]
 
 
-async def test_json_schema_is_asked_for(
+OPEN = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+"""A schema with an optional field: strict mode cannot take it as it is."""
+CLOSED = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+
+
+@pytest.mark.parametrize("schema", [OPEN, CLOSED], ids=["open", "closed"])
+async def test_structured_replies_are_asked_for_natively(
+    kind: str,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+    schema: dict[str, Any],
+) -> None:
+    fake_llm_server.script(Reply('{"answer": 42}'))
+
+    response = await make_provider().complete(_request(json_schema=schema, schema_name="Answer"))
+
+    assert json.loads(response.text) == {"answer": 42}
+    body = fake_llm_server.requests[0].body
+    if kind == "openai":
+        sent = body["response_format"]
+        assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Answer"
+        # Strict only where it keeps the schema's meaning; then every object is closed.
+        assert sent["json_schema"]["strict"] is (schema is CLOSED)
+        if schema is CLOSED:
+            assert sent["json_schema"]["schema"]["additionalProperties"] is False
+        system = body["messages"][0]["content"]
+    else:
+        # The reply is the input of a forced tool call, whose schema is the reply's.
+        assert body["tools"] == [
+            {
+                "name": "Answer",
+                "description": "Give your reply as this tool's input.",
+                "input_schema": schema,
+            }
+        ]
+        assert body["tool_choice"] == {"type": "tool", "name": "Answer"}
+        system = body["system"]
+    # The schema travels in the API's own field, not a second time in the prompt.
+    assert system.startswith("You are terse.") and '"answer"' not in system
+
+
+async def test_a_server_without_native_output_is_asked_with_the_prompt_and_remembered(
+    kind: str,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+) -> None:
+    refusal = (
+        "response_format json_schema is not supported by this server"
+        if kind == "openai"
+        else "tools are not supported for this model"
+    )
+    fake_llm_server.script(Status(400, refusal), Reply('{"answer": 1}'), Reply('{"answer": 2}'))
+    provider = make_provider()
+
+    first = await provider.complete(_request(json_schema=OPEN))
+    second = await make_provider().complete(_request(json_schema=OPEN))
+
+    assert json.loads(first.text) == {"answer": 1} and json.loads(second.text) == {"answer": 2}
+    assert first.attempts == 2 and second.attempts == 1
+    refused, retried, remembered = (r.body for r in fake_llm_server.requests)
+    if kind == "openai":
+        assert refused["response_format"]["type"] == "json_schema"
+        # JSON mode next, with the schema in the prompt, and so from then on.
+        for body in (retried, remembered):
+            assert body["response_format"] == {"type": "json_object"}
+            assert '"answer"' in body["messages"][0]["content"]
+    else:
+        assert "tools" in refused
+        for body in (retried, remembered):
+            assert "tools" not in body and "tool_choice" not in body
+            assert '"answer"' in body["system"]
+
+
+async def test_a_400_about_something_else_is_not_taken_for_a_missing_feature(
+    kind: str,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+) -> None:
+    fake_llm_server.script(Status(400, "messages: the last message must be from the user"))
+
+    with pytest.raises(LLMError, match="last message must be from the user") as caught:
+        await make_provider().complete(_request(json_schema=OPEN))
+
+    assert caught.value.attempts == 1 and len(fake_llm_server.requests) == 1
+    assert not any(native.REFUSED.values())
+
+
+async def test_native_output_can_be_switched_off(
     kind: str,
     make_provider: MakeProvider,
     fake_llm_server,  # noqa: F811
 ) -> None:
     fake_llm_server.script(Reply('{"answer": 42}'))
-    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
 
-    response = await make_provider().complete(_request(json_schema=schema))
+    await make_provider(native_output=False).complete(_request(json_schema=OPEN))
 
-    assert response.text == '{"answer": 42}'
     body = fake_llm_server.requests[0].body
-    if kind == "openai":
-        assert body["response_format"] == {"type": "json_object"}
-        system = body["messages"][0]["content"]
+    assert "tools" not in body
+    assert body.get("response_format", {"type": "json_object"}) == {"type": "json_object"}
+    system = body["messages"][0]["content"] if kind == "openai" else body["system"]
+    assert '"answer"' in system
+
+
+async def test_a_streamed_reply_tells_its_progress(
+    kind: str,
+    stream: bool,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+) -> None:
+    text = "The answer is forty-two, as computed."
+    fake_llm_server.script(Reply(text, input_tokens=30, output_tokens=9))
+    told: list[tuple[int, float]] = []
+
+    response = await make_provider().complete(
+        _request(on_progress=lambda chars, s: told.append((chars, s)))
+    )
+
+    assert response.text == text and (response.input_tokens, response.output_tokens) == (30, 9)
+    assert fake_llm_server.requests[0].body.get("stream", False) is stream
+    if stream:
+        # Told when the text starts (then at most every few seconds): the first piece.
+        assert told and 0 < told[0][0] <= len(text)
     else:
-        system = body["system"]
-    assert system.startswith("You are terse.")
-    assert "JSON" in system and '"answer"' in system
+        assert told == []
+
+
+@pytest.mark.parametrize("problem", ["stall", "cut"])
+async def test_a_stream_that_stalls_or_breaks_is_retried(
+    kind: str,
+    stream: bool,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+    problem: str,
+) -> None:
+    if not stream:
+        pytest.skip("a property of streamed replies")
+    bad = (
+        Reply("partial reply", stall_s=30)
+        if problem == "stall"
+        else Reply("x" * 90, stream_cut=True)
+    )
+    fake_llm_server.script(bad, Reply("whole reply"))
+    reasons: list[str] = []
+    started = time.monotonic()
+
+    response = await make_provider(timeout_s=10, idle_timeout_s=0.5).complete(
+        _request(on_retry=lambda attempt, why, wait: reasons.append(why))
+    )
+
+    assert response.text == "whole reply" and response.attempts == 2
+    [why] = reasons
+    if problem == "stall":
+        # Found by the idle timeout, long before the attempt's 10 s.
+        assert "stalled" in why and "nothing arrived for 0.5 s" in why, why
+        assert time.monotonic() - started < 5
+    else:
+        assert "without saying it was complete" in why, why
+
+
+async def test_a_stream_that_keeps_stalling_fails_with_a_clear_error(
+    kind: str,
+    stream: bool,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+) -> None:
+    if not stream:
+        pytest.skip("a property of streamed replies")
+    fake_llm_server.script(*[Reply("partial", stall_s=30)] * 2)
+    provider = make_provider(
+        retry=RetryPolicy(max_attempts=2, base_delay_s=0.01), idle_timeout_s=0.3
+    )
+
+    with pytest.raises(
+        LLMTimeoutError, match=r"stalled after 2 attempts: nothing arrived for 0.3 s"
+    ):
+        await provider.complete(_request())
 
 
 async def test_429_honours_retry_after(

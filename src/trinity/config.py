@@ -9,11 +9,14 @@ working folder (refused unless only its owner can read it) or from the OS keyrin
 
 from __future__ import annotations
 
+import fnmatch
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -21,6 +24,41 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+V = TypeVar("V")
+
+
+def best_match(table: Mapping[str, V], model: str) -> V | None:
+    """The entry of ``table`` (keys: ``fnmatch`` globs over a model string) for ``model``: an
+    exact key wins, then the longest matching pattern; ``None`` when none matches."""
+    if model in table:
+        return table[model]
+    matches = [pattern for pattern in table if fnmatch.fnmatchcase(model, pattern)]
+    return table[max(matches, key=len)] if matches else None
+
+
+class ModelOptions(BaseModel):
+    """Settings for the models a pattern matches (the ``models`` setting); unset fields keep
+    the general ``llm_*`` setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=16)
+    max_tokens_ceiling: int | None = Field(default=None, ge=16)
+    stream: bool | None = None
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    native_output: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """The LLM settings that apply to one model: :meth:`Settings.for_model`."""
+
+    max_tokens: int
+    max_tokens_ceiling: int
+    stream: bool
+    idle_timeout_s: float
+    native_output: bool
 
 
 class Settings(BaseSettings):
@@ -80,6 +118,28 @@ class Settings(BaseSettings):
         default=16_384,
         ge=16,
         description="A reply cut off at max_tokens is asked again with twice the room, up to this",
+    )
+    llm_stream: bool = Field(
+        default=True,
+        description="Stream LLM replies: progress as text arrives, and the idle timeout",
+    )
+    llm_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A streamed reply that sends nothing for this long fails its attempt "
+        "(which is retried); at most llm_timeout_s",
+    )
+    llm_native_output: bool = Field(
+        default=True,
+        description="Ask servers to enforce structured replies (OpenAI json_schema, Anthropic "
+        "tool use); a server that lacks it is asked with the schema in the prompt instead",
+    )
+    models: dict[str, ModelOptions] | None = Field(
+        default=None,
+        description="Per-model LLM settings: "
+        '{"openai-compatible:*#llama*": {"max_tokens": 2048, "stream": false}}; keys are '
+        "globs over the model string (exact name, then the longest pattern wins); fields: "
+        "max_tokens, max_tokens_ceiling, stream, idle_timeout_s, native_output",
     )
     tool_timeout_s: float = Field(default=120.0, gt=0, description="Per tool call")
     structured_max_repairs: int = Field(default=2, ge=0)
@@ -176,7 +236,29 @@ class Settings(BaseSettings):
                 "between attempts). Lower llm_timeout_s or llm_max_attempts, or raise "
                 "node_timeout_s"
             )
+        if self.llm_idle_timeout_s > self.llm_timeout_s:
+            raise ValueError(
+                f"llm_idle_timeout_s ({self.llm_idle_timeout_s:g} s) is longer than "
+                f"llm_timeout_s ({self.llm_timeout_s:g} s), the whole attempt it is part of"
+            )
         return self
+
+    def for_model(self, model: str) -> ModelSettings:
+        """The LLM settings for ``model``: its entry in :attr:`models`, else the ``llm_*`` ones."""
+        own = best_match(self.models or {}, model) or ModelOptions()
+
+        def pick(value: V | None, default: V) -> V:
+            return default if value is None else value
+
+        return ModelSettings(
+            max_tokens=pick(own.max_tokens, self.llm_max_tokens),
+            max_tokens_ceiling=pick(own.max_tokens_ceiling, self.llm_max_tokens_ceiling),
+            stream=pick(own.stream, self.llm_stream),
+            idle_timeout_s=min(
+                pick(own.idle_timeout_s, self.llm_idle_timeout_s), self.llm_timeout_s
+            ),
+            native_output=pick(own.native_output, self.llm_native_output),
+        )
 
     def model_post_init(self, context: Any) -> None:
         if self.keyring:

@@ -68,9 +68,13 @@ class ConfigError(TrinityError):
 class LLMError(TrinityError):
     """An LLM provider call failed for good (after retries where retrying made sense)."""
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, attempts: int = 1, detail: str = ""
+    ) -> None:
         self.status = status
         self.attempts = attempts
+        self.detail = detail
+        """The server's own words, when it said something (part of the message too)."""
         super().__init__(message)
 
 

@@ -184,6 +184,18 @@ class LLMRetry(EventBase):
     wait_s: float
 
 
+class LLMStreaming(EventBase):
+    """A streamed reply is arriving: told when its text starts, then every few seconds, so a
+    long reply shows progress and a stalled one shows where it stopped."""
+
+    kind: Literal["llm_streaming"] = "llm_streaming"
+    purpose: str
+    chars: int
+    """Characters of the reply received so far."""
+    elapsed_s: float
+    """Seconds since the reply began."""
+
+
 class RateLimited(EventBase):
     """An LLM call waits for its turn under a rate limit (``rate_limits`` in the settings)."""
 
@@ -307,6 +319,7 @@ Event = Annotated[
     | LLMCall
     | LLMFailed
     | LLMRetry
+    | LLMStreaming
     | RateLimited
     | ToolCalled
     | ToolReturned

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from trinity.config import Settings
 from trinity.engine import StopRun
 from trinity.errors import EngineError, LLMError, StructuredOutputError
-from trinity.events import EventSink, LLMCall, LLMFailed, LLMRetry
+from trinity.events import EventSink, LLMCall, LLMFailed, LLMRetry, LLMStreaming
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
 from trinity.llm.pricing import PriceTable
 from trinity.llm.structured import complete_structured
@@ -88,14 +88,19 @@ class AgentContext:
         and cost budgets (after each call: the last call may take the run a little over)."""
         if self.llm is None:
             raise EngineError(f"{purpose} needs an LLM, but this run has no model")
+        node = purpose.split(".")[0]
+        own = self.settings.for_model(state.model or self.llm.model)
         request = LLMRequest(
             messages=[Message("system", system), Message("user", user)],
             purpose=purpose,
             timeout_s=self.llm_attempt_timeout(state),
-            max_tokens=self.settings.llm_max_tokens,
+            max_tokens=own.max_tokens,
+            on_progress=lambda chars, elapsed_s: self.emit(
+                LLMStreaming(node=node, purpose=purpose, chars=chars, elapsed_s=round(elapsed_s, 3))
+            ),
             on_retry=lambda attempt, reason, wait_s: self.emit(
                 LLMRetry(
-                    node=purpose.split(".")[0],
+                    node=node,
                     purpose=purpose,
                     attempt=attempt,
                     reason=reason,
@@ -119,7 +124,7 @@ class AgentContext:
                 usage.priced = False
             self.emit(
                 LLMCall(
-                    node=purpose.split(".")[0],
+                    node=node,
                     purpose=purpose,
                     model=response.model,
                     input_tokens=response.input_tokens,
@@ -149,7 +154,7 @@ class AgentContext:
                 request,
                 schema,
                 max_repairs=self.settings.structured_max_repairs,
-                max_tokens_ceiling=self.settings.llm_max_tokens_ceiling,
+                max_tokens_ceiling=own.max_tokens_ceiling,
                 check=check,
                 on_response=account,
             )
@@ -161,7 +166,7 @@ class AgentContext:
             state.usage.llm_calls += 1
             self.emit(
                 LLMFailed(
-                    node=purpose.split(".")[0],
+                    node=node,
                     purpose=purpose,
                     model=state.model or self.llm.model,
                     attempts=exc.attempts,

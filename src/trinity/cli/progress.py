@@ -23,6 +23,7 @@ from trinity.events import (
     LLMCall,
     LLMFailed,
     LLMRetry,
+    LLMStreaming,
     PermissionApplied,
     PlanMade,
     PolicyChosen,
@@ -113,6 +114,11 @@ def describe(event: EventBase) -> str | None:
         return (
             f"[yellow]llm[/]       {event.purpose}: attempt {event.attempt} failed "
             f"({escape(event.reason[:200])}); retrying in {event.wait_s:.1f}s"
+        )
+    if isinstance(event, LLMStreaming):
+        return (
+            f"[dim]llm       {event.purpose}: receiving… {event.chars:,} characters in "
+            f"{event.elapsed_s:.1f}s[/]"
         )
     if isinstance(event, LLMFailed):
         return f"[red]llm[/]       {event.purpose}: failed: {escape(event.error[:300])}"

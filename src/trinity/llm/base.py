@@ -26,13 +26,19 @@ class LLMRequest:
     max_tokens: int = 2048
     temperature: float = 0.0
     json_schema: dict[str, Any] | None = None
-    """JSON schema the reply must follow, when structured output is wanted (a hint to the model;
-    the reply is always parsed and validated by :mod:`trinity.llm.structured`)."""
+    """JSON schema the reply must follow, when structured output is wanted (the server is
+    asked to enforce it where it can, :mod:`trinity.llm.native`; the reply is always parsed and
+    validated by :mod:`trinity.llm.structured`)."""
+    schema_name: str = "reply"
+    """What the structure is called (``PlanDraft``): names the schema or tool sent natively."""
     timeout_s: float | None = None
     """Per-call timeout; ``None`` uses the provider's default."""
     on_retry: Callable[[int, str, float], None] | None = None
     """Told ``(attempt that failed, why, seconds to wait)`` before the provider retries, so the
     wait shows in the run's events."""
+    on_progress: Callable[[int, float], None] | None = None
+    """Told ``(characters received, seconds since the attempt's reply began)`` as a streamed
+    reply arrives: when its text starts, then every few seconds."""
 
 
 @dataclass(slots=True)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import openai
 
-from trinity.llm import replies
-from trinity.llm.base import LLMRequest, LLMResponse, Message
+from trinity.llm import native, replies
+from trinity.llm.base import LLMRequest, Message
+from trinity.llm.replies import Reading
 from trinity.llm.retry import AttemptFailure
 from trinity.llm.sdk import SDKProvider, classify_sdk_error, json_schema_instruction
 
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+JSON_ONLY = "Reply with a single JSON object, and nothing else."
 
 
 def classify_openai_error(exc: Exception) -> AttemptFailure | None:
@@ -24,7 +25,9 @@ class OpenAIProvider(SDKProvider):
     """:class:`~trinity.llm.base.LLMProvider` for OpenAI's Chat Completions API.
 
     Also serves OpenAI-compatible servers (vLLM, Ollama, LM Studio, OpenRouter…) through
-    ``base_url``.
+    ``base_url``. A structured reply is asked for with ``response_format: json_schema``
+    (strict when the schema allows), then JSON mode, then the schema in the prompt alone, as far
+    as the server supports (:mod:`trinity.llm.native`).
     """
 
     make_client = openai.AsyncOpenAI
@@ -38,67 +41,112 @@ class OpenAIProvider(SDKProvider):
         official = self._client.base_url.host == "api.openai.com"
         self._limit_param = "max_completion_tokens" if official else "max_tokens"
 
-    async def complete(self, request: LLMRequest) -> LLMResponse:
-        """Send one chat completion, with retries; see :class:`~trinity.llm.base.LLMProvider`."""
-        timeout_s = self._timeout(request.timeout_s)
+    def _params(self, request: LLMRequest, refused: set[str]) -> tuple[dict[str, Any], list[str]]:
+        tried: list[str] = []
         params: dict[str, Any] = {
             "model": self.model_name,
-            "messages": _chat_messages(request),
             "temperature": request.temperature,
             self._limit_param: request.max_tokens,
         }
-        if request.json_schema is not None:
-            # JSON mode (json_object) rather than strict json_schema output: every OpenAI model
-            # and nearly every compatible server (vLLM, Ollama, LM Studio, Groq…) supports it,
-            # whereas strict mode is missing on many servers and rejects ordinary schemas
-            # (it wants additionalProperties: false and every property required). The schema
-            # itself goes in the prompt, which also satisfies JSON mode's rule that the
-            # messages mention JSON.
-            params["response_format"] = {"type": "json_object"}
+        schema = request.json_schema
+        instruction = None
+        if schema is not None:
+            instruction = json_schema_instruction(schema)
+            if (
+                self.native_output
+                and native.is_object_schema(schema)
+                and "json_schema" not in refused
+            ):
+                params["response_format"] = native.openai_response_format(
+                    schema, request.schema_name
+                )
+                tried.append("json_schema")
+                instruction = JSON_ONLY  # the schema travels in response_format
+            elif "json_object" not in refused:
+                # JSON mode, which nearly every compatible server has; it wants the messages
+                # to mention JSON, which the instruction does.
+                params["response_format"] = {"type": "json_object"}
+                tried.append("json_object")
+        params["messages"] = _chat_messages(request.messages, instruction)
+        if self.stream:
+            params["stream"] = True
+            if "stream_usage" not in refused:
+                params["stream_options"] = {"include_usage": True}
+                tried.append("stream_usage")
+        return params, tried
 
-        started = time.monotonic()
-        result = await self._call(
-            lambda timeout: self._client.chat.completions.create(**params, timeout=timeout),
-            timeout_s,
-            request.on_retry,
-        )
-        completion = result.value
-        # Nothing of the reply is trusted: see trinity.llm.replies.
-        replies.refuse_odd_body(completion, model=self.model, expected="chat.completion")
-        choices = replies.field(completion, "choices")
-        first = choices[0] if isinstance(choices, list) and choices else None
-        text = replies.clean_text(replies.field(replies.field(first, "message"), "content"))
-        cut_off = replies.field(first, "finish_reason") == "length"
-        usage = replies.field(completion, "usage")
-        input_tokens, output_tokens, estimated = replies.usage(
-            replies.field(usage, "prompt_tokens"),
-            replies.field(usage, "completion_tokens"),
-            prompt="".join(message.content for message in request.messages),
-            reply=text,
-        )
-        return LLMResponse(
-            text=text,
-            model=self.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            # The whole call, waits and retries included: what the caller waited.
-            latency_s=time.monotonic() - started,
-            attempts=result.attempts,
-            raw=_dump(completion),
-            cut_off=cut_off,
-            usage_estimated=estimated,
-        )
+    async def _attempt(
+        self, params: dict[str, Any], request: LLMRequest, timeout: float
+    ) -> tuple[Reading, dict[str, Any]]:
+        reply = await self._client.chat.completions.create(**params, timeout=timeout)
+        if params.get("stream"):
+            return await self._read_stream(reply, _absorb_chunk, request, _read_whole), {}
+        return _read_whole(reply), _dump(reply)
 
 
-def _chat_messages(request: LLMRequest) -> list[dict[str, str]]:
-    messages: list[Message] = list(request.messages)
-    if request.json_schema is not None:
-        instruction = json_schema_instruction(request.json_schema)
-        if messages and messages[0].role == "system":
-            messages[0] = Message("system", f"{messages[0].content}\n\n{instruction}")
+def _read_whole(reply: Any) -> Reading:
+    """A whole ``chat.completion`` (an SDK object, or the dict a server sent instead of a
+    stream). Nothing of it is trusted: see trinity.llm.replies."""
+    replies.refuse_odd_body(reply, expected="chat.completion")
+    reading = Reading(finished=True)
+    choices = replies.field(reply, "choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = replies.field(first, "message")
+    # A strict-mode refusal comes instead of content; as text, it goes back to the model.
+    reading.add_text(replies.field(message, "content")) or reading.add_text(
+        replies.field(message, "refusal")
+    )
+    _add_calls(reading, replies.field(message, "tool_calls"))
+    reading.cut_off = replies.field(first, "finish_reason") == "length"
+    usage = replies.field(reply, "usage")
+    reading.input_tokens = replies.field(usage, "prompt_tokens")
+    reading.output_tokens = replies.field(usage, "completion_tokens")
+    return reading
+
+
+def _absorb_chunk(chunk: Any, reading: Reading) -> int:
+    """One ``chat.completion.chunk`` of a stream into ``reading``; the characters it added."""
+    usage = replies.field(chunk, "usage")
+    if usage is not None:  # the last chunk, with stream_options.include_usage
+        reading.input_tokens = replies.field(usage, "prompt_tokens")
+        reading.output_tokens = replies.field(usage, "completion_tokens")
+    choices = replies.field(chunk, "choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    if first is None:
+        return 0
+    finish = replies.field(first, "finish_reason")
+    if finish:
+        reading.finished = True
+        reading.cut_off = finish == "length"
+    delta = replies.field(first, "delta")
+    return (
+        reading.add_text(replies.field(delta, "content"))
+        + reading.add_text(replies.field(delta, "refusal"))
+        + _add_calls(reading, replies.field(delta, "tool_calls"))
+    )
+
+
+def _add_calls(reading: Reading, calls: Any) -> int:
+    added = 0
+    for position, call in enumerate(calls if isinstance(calls, list) else []):
+        function = replies.field(call, "function")
+        index = replies.field(call, "index")
+        added += reading.add_call(
+            index if isinstance(index, int) else position,
+            replies.field(function, "name"),
+            replies.field(function, "arguments"),
+        )
+    return added
+
+
+def _chat_messages(messages: list[Message], instruction: str | None) -> list[dict[str, str]]:
+    sent: list[Message] = list(messages)
+    if instruction is not None:
+        if sent and sent[0].role == "system":
+            sent[0] = Message("system", f"{sent[0].content}\n\n{instruction}")
         else:
-            messages.insert(0, Message("system", instruction))
-    return [{"role": m.role, "content": m.content} for m in messages]
+            sent.insert(0, Message("system", instruction))
+    return [{"role": m.role, "content": m.content} for m in sent]
 
 
 def _dump(reply: Any) -> dict[str, Any]:

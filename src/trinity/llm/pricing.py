@@ -13,12 +13,12 @@ change, and a snapshot can differ from its family: set your own when it matters.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trinity.config import best_match
 from trinity.errors import ConfigError
 
 
@@ -80,9 +80,7 @@ class PriceTable:
     def lookup(self, model: str) -> Price | None:
         """The price of ``model``, or ``None`` when no entry matches."""
         for table in (self.user, BUILTIN_PRICES):
-            if model in table:
-                return table[model]
-            matches = [p for p in table if fnmatch.fnmatchcase(model, p)]
-            if matches:
-                return table[max(matches, key=len)]
+            price = best_match(table, model)
+            if price is not None:
+                return price
         return None

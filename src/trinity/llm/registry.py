@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from trinity.config import Settings
 from trinity.errors import ConfigError
@@ -75,6 +75,14 @@ def make_provider(model: str, settings: Settings) -> LLMProvider:
     from trinity.llm.retry import RetryPolicy
 
     retry = RetryPolicy(max_attempts=settings.llm_max_attempts)
+    own = settings.for_model(model)
+    options: dict[str, Any] = {
+        "timeout_s": settings.llm_timeout_s,
+        "retry": retry,
+        "stream": own.stream,
+        "idle_timeout_s": own.idle_timeout_s,
+        "native_output": own.native_output,
+    }
     if spec.kind == "anthropic":
         from trinity.llm.anthropic_provider import AnthropicProvider
 
@@ -84,8 +92,7 @@ def make_provider(model: str, settings: Settings) -> LLMProvider:
             model_name=spec.name,
             api_key=settings.anthropic_api_key.get_secret_value(),
             base_url=settings.anthropic_base_url,
-            timeout_s=settings.llm_timeout_s,
-            retry=retry,
+            **options,
         )
     from trinity.llm.openai_provider import OpenAIProvider
 
@@ -102,7 +109,6 @@ def make_provider(model: str, settings: Settings) -> LLMProvider:
         model_name=spec.name,
         api_key=key,
         base_url=base_url,
-        timeout_s=settings.llm_timeout_s,
-        retry=retry,
         api_key_env="OPENAI_API_KEY" if spec.kind == "openai" else "OPENAI_COMPATIBLE_API_KEY",
+        **options,
     )

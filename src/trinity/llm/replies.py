@@ -14,11 +14,12 @@ at the provider boundary, before any agent, budget or store sees it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
-
-from trinity.errors import LLMError
 
 MAX_TOKENS_PER_CALL = 10_000_000
 """More tokens than any model reads or writes in one call: a count above it is a broken server."""
@@ -91,21 +92,27 @@ def field(source: Any, name: str) -> Any:
     return value
 
 
-def refuse_odd_body(body: Any, *, model: str, expected: str) -> None:
-    """Raise :class:`LLMError` when ``body`` is not a ``expected`` object (``chat.completion``,
-    ``message``): a page of text or HTML, an error object sent with status 200, nothing."""
+class ReplyProblem(Exception):
+    """A reply that is no reply: raised inside an attempt, it fails the call at once (retrying
+    an HTML login page or a server's error object gets the same again)."""
+
+
+def refuse_odd_body(body: Any, *, expected: str) -> None:
+    """Raise :class:`ReplyProblem` when ``body`` is not a ``expected`` object
+    (``chat.completion``, ``message``): a page of text or HTML, an error object sent with
+    status 200, nothing."""
     if isinstance(body, str | bytes):
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        raise LLMError(
-            f"{model}: the server answered with text, not a {expected} object "
+        raise ReplyProblem(
+            f"the server answered with text, not a {expected} object "
             f"(a proxy, a login page or the wrong base URL?): {quote(text)}"
         )
     if body is None:
-        raise LLMError(f"{model}: the server sent an empty reply, not a {expected} object")
+        raise ReplyProblem(f"the server sent an empty reply, not a {expected} object")
     error = field(body, "error")
     if error:
         message = field(error, "message") if not isinstance(error, str) else error
-        raise LLMError(f"{model}: the server reported an error: {quote(str(message or error))}")
+        raise ReplyProblem(f"the server reported an error: {quote(str(message or error))}")
 
 
 def quote(text: str) -> str:
@@ -115,3 +122,72 @@ def quote(text: str) -> str:
     if len(plain) > _QUOTE_CHARS:
         plain = plain[:_QUOTE_CHARS] + "…"
     return repr(plain)
+
+
+@dataclass(slots=True)
+class Reading:
+    """What one reply said, gathered from a whole body or piece by piece from a stream; raw
+    values, judged only by :meth:`text` and :func:`usage`."""
+
+    parts: list[str] = dataclass_field(default_factory=list)
+    """The reply's text, in pieces."""
+    calls: dict[int, list[Any]] = dataclass_field(default_factory=dict)
+    """Native tool calls by index: ``[name, [argument pieces]]`` (the argument JSON may come
+    in pieces on a stream)."""
+    cut_off: bool = False
+    input_tokens: Any = None
+    output_tokens: Any = None
+    chunks: int = 0
+    """Stream events read (0 for a whole body)."""
+    finished: bool = False
+    """A stream's reply said it was complete (a ``finish_reason``, ``message_stop``)."""
+
+    def add_text(self, text: Any) -> int:
+        """Adds a piece of text; returns its length (for progress)."""
+        if isinstance(text, str) and text:
+            self.parts.append(text)
+            return len(text)
+        return 0
+
+    def add_call(self, index: Any, name: Any = None, arguments: Any = None) -> int:
+        """Adds (a piece of) a tool call; returns the argument characters added."""
+        slot = self.calls.setdefault(
+            index if isinstance(index, int) else len(self.calls),
+            [
+                None,
+                [],
+            ],
+        )
+        if isinstance(name, str) and name:
+            slot[0] = name
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        if isinstance(arguments, str) and arguments:
+            slot[1].append(arguments)
+            return len(arguments)
+        return 0
+
+    def text(self, reply_tool: str = "") -> str:
+        """The reply as text for the structured layer.
+
+        A reply that is a native tool call named ``reply_tool`` (the structure's name: how
+        Anthropic's forced tool use answers) is the call's argument JSON. Calls of other
+        tools are steps a model wrote as calls (some servers turn a model's output into
+        ``tool_calls``): a JSON list of ``{id, tool, args}``, which the structured layer puts
+        into the one list field a plan has.
+        """
+        text = clean_text("".join(self.parts))
+        if text.strip() or not self.calls:
+            return text
+        calls = [self.calls[index] for index in sorted(self.calls)]
+        for name, pieces in calls:
+            if name == reply_tool:
+                return clean_text("".join(pieces)) or "{}"
+        steps = []
+        for number, (name, pieces) in enumerate(calls, start=1):
+            try:
+                args = json.loads("".join(pieces) or "{}")
+            except ValueError:
+                args = "".join(pieces)
+            steps.append({"id": f"step{number}", "tool": name, "args": args})
+        return clean_text(json.dumps(steps, ensure_ascii=False))

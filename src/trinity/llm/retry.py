@@ -78,7 +78,17 @@ class RetryPolicy:
         return delay * (1.0 - self.jitter * rand())
 
 
-FailureKind = Literal["status", "timeout", "connection", "other"]
+FailureKind = Literal["status", "timeout", "idle", "connection", "other"]
+
+
+class StreamIdle(Exception):
+    """A streamed reply sent nothing for longer than its idle timeout (raised by the provider's
+    stream reader; retried like a timeout)."""
+
+
+class StreamBroken(Exception):
+    """A streamed reply ended before the event that says it is complete (retried like a
+    dropped connection: its text may stop anywhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +270,12 @@ async def call_with_retries(
             # Our hard limit fired (the SDK's own timeouts arrive as SDK exceptions).
             failure = AttemptFailure(retryable=True, kind="timeout", message=str(exc))
             cause: Exception = exc
+        except StreamIdle as exc:
+            failure = AttemptFailure(retryable=True, kind="idle", message=str(exc))
+            cause = exc
+        except StreamBroken as exc:
+            failure = AttemptFailure(retryable=True, message=str(exc))
+            cause = exc
         except Exception as exc:
             failure = classify(exc) or AttemptFailure(
                 retryable=False, message=f"{type(exc).__name__}: {exc}"
@@ -300,6 +316,8 @@ def _describe(failure: AttemptFailure, endpoint: str, timeout_s: float | None) -
     if failure.kind == "timeout":
         within = f" within {timeout_s:g} s" if timeout_s is not None else ""
         return f"no complete reply from {endpoint}{within}"
+    if failure.kind == "idle":
+        return f"the reply from {endpoint} stalled"
     if failure.kind == "connection":
         return f"cannot reach {endpoint}"
     if failure.status is not None:
@@ -310,7 +328,10 @@ def _describe(failure: AttemptFailure, endpoint: str, timeout_s: float | None) -
 def _error(
     label: str, message: str, failure: AttemptFailure, attempts: int, secrets: Sequence[str]
 ) -> LLMError:
-    error_type = LLMTimeoutError if failure.kind == "timeout" else LLMError
+    error_type = LLMTimeoutError if failure.kind in ("timeout", "idle") else LLMError
     return error_type(
-        _redact(f"{label}: {message}", secrets), status=failure.status, attempts=attempts
+        _redact(f"{label}: {message}", secrets),
+        status=failure.status,
+        attempts=attempts,
+        detail=_redact(failure.message, secrets),
     )

@@ -8,22 +8,33 @@ options. So one classifier and one base class serve both; each provider keeps on
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from trinity.llm.replies import quote
+from trinity.errors import LLMError
+from trinity.llm import native, replies
+from trinity.llm.base import LLMRequest, LLMResponse
+from trinity.llm.replies import Reading, ReplyProblem, quote
 from trinity.llm.retry import (
     Attempted,
     AttemptFailure,
     RetryPolicy,
+    StreamBroken,
+    StreamIdle,
     call_with_retries,
     error_message,
     http_failure,
 )
 
 T = TypeVar("T")
+
+PROGRESS_EVERY_S = 5.0
+"""A streamed reply tells its progress when its text starts, then at most this often."""
 
 
 def json_schema_instruction(schema: dict[str, Any]) -> str:
@@ -34,27 +45,8 @@ def json_schema_instruction(schema: dict[str, Any]) -> str:
     """
     return (
         "Reply with a single JSON object, and nothing else, that follows this JSON schema:\n"
-        + json.dumps(_without_titles(schema), ensure_ascii=False, separators=(",", ":"))
+        + json.dumps(native.without_titles(schema), ensure_ascii=False, separators=(",", ":"))
     )
-
-
-def _without_titles(schema: Any) -> Any:
-    """A schema without pydantic's ``title`` keywords (``"title": "Reason"`` for a field named
-    ``reason``): a fifth of a schema's tokens that tell a model nothing. A *property* named
-    ``title`` stays: only the keyword goes."""
-    if isinstance(schema, list):
-        return [_without_titles(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-            out[key] = {name: _without_titles(sub) for name, sub in value.items()}
-        else:
-            out[key] = _without_titles(value)
-    return out
 
 
 def classify_sdk_error(
@@ -75,6 +67,8 @@ def classify_sdk_error(
         return http_failure(
             exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
         )
+    if isinstance(exc, ReplyProblem):
+        return AttemptFailure(retryable=False, message=str(exc))
     if isinstance(exc, UnicodeDecodeError):
         return AttemptFailure(
             retryable=False,
@@ -114,6 +108,9 @@ class SDKProvider:
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         api_key_env: str | None = None,
+        stream: bool = True,
+        idle_timeout_s: float = 30.0,
+        native_output: bool = True,
     ) -> None:
         """Build the provider.
 
@@ -125,6 +122,10 @@ class SDKProvider:
             timeout_s: Default per-attempt timeout, when a request does not set one.
             retry: Retry policy; ``None`` = :class:`RetryPolicy` defaults.
             api_key_env: Where the key came from (default :attr:`key_env`).
+            stream: Stream replies: progress as text arrives, and ``idle_timeout_s``.
+            idle_timeout_s: A stream that sends nothing for this long fails the attempt.
+            native_output: Ask the server to enforce a structured reply's schema
+                (:mod:`trinity.llm.native`), falling back when it cannot.
 
         The client is made with ``max_retries=0``: :meth:`_call` owns retrying, so every
         provider behaves alike and ``LLMResponse.attempts`` counts real HTTP calls.
@@ -133,12 +134,146 @@ class SDKProvider:
         self.model_name = model_name
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
+        self.stream = stream
+        self.idle_timeout_s = idle_timeout_s
+        self.native_output = native_output
         self._api_key = api_key
         self._api_key_env = api_key_env or self.key_env
         self._client = self.make_client(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
         )
         self._endpoint = str(self._client.base_url).rstrip("/")
+
+    # -- what each provider supplies ------------------------------------------------------------
+
+    def _params(self, request: LLMRequest, refused: set[str]) -> tuple[dict[str, Any], list[str]]:
+        """The SDK call's parameters, without the features the server ``refused``; and the
+        optional features (:data:`trinity.llm.native.FEATURE_WORDS`) they use."""
+        raise NotImplementedError
+
+    async def _attempt(self, params: dict[str, Any], request: LLMRequest, timeout: float) -> Any:
+        """One HTTP call: a whole reply as a :class:`Reading` and its raw dump."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        """Send one request, with retries; see :class:`~trinity.llm.base.LLMProvider`."""
+        started = time.monotonic()
+        refused = native.refused(self._endpoint, self.model_name)
+        earlier = 0  # calls a server refused a feature in
+        while True:
+            params, tried = self._params(request, refused)
+            attempt = functools.partial(self._attempt, params, request)
+            try:
+                result = await self._call(
+                    attempt, self._timeout(request.timeout_s), request.on_retry
+                )
+            except LLMError as exc:
+                feature = (
+                    native.refused_feature(exc.detail, tried) if exc.status in (400, 422) else None
+                )
+                if feature is None:
+                    raise
+                native.note_refusal(self._endpoint, self.model_name, feature, exc.detail)
+                earlier += exc.attempts
+                continue
+            reading, raw = result.value
+            return self._response(request, reading, raw, started, earlier + result.attempts)
+
+    def _response(
+        self, request: LLMRequest, reading: Reading, raw: dict[str, Any], started: float, calls: int
+    ) -> LLMResponse:
+        text = reading.text(native.schema_name(request.schema_name))
+        input_tokens, output_tokens, estimated = replies.usage(
+            reading.input_tokens,
+            reading.output_tokens,
+            prompt="".join(message.content for message in request.messages),
+            reply=text,
+        )
+        return LLMResponse(
+            text=text,
+            model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            # The whole call, waits and retries included: what the caller waited.
+            latency_s=time.monotonic() - started,
+            attempts=calls,
+            raw=raw,
+            cut_off=reading.cut_off,
+            usage_estimated=estimated,
+        )
+
+    async def _read_stream(
+        self,
+        stream: Any,
+        absorb: Callable[[Any, Reading], int],
+        request: LLMRequest,
+        whole: Callable[[Any], Reading],
+    ) -> Reading:
+        """Read a stream of events into a :class:`Reading` (``absorb`` takes one event and
+        returns the characters it added), telling ``request.on_progress`` as text arrives.
+        Nothing for :attr:`idle_timeout_s` fails the attempt: a server that stalls mid-reply
+        is found long before the attempt's total timeout. A server that answered with
+        something else than events (a whole reply: it ignores ``stream``; an HTML page; an
+        error object) is read with ``whole``, which refuses what is not a reply."""
+        response = getattr(stream, "response", None)
+        kind = response.headers.get("content-type", "") if response is not None else ""
+        if response is not None and "event-stream" not in kind:
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    body = (await response.aread()).decode()
+            except TimeoutError:
+                raise StreamIdle(
+                    f"nothing arrived for {self.idle_timeout_s:g} s (llm_idle_timeout_s)"
+                ) from None
+            finally:
+                await stream.close()
+            try:
+                data = json.loads(body) if body.strip() else None
+            except ValueError:
+                data = body  # refused by `whole`, quoting it
+            return whole(data)
+        reading = Reading()
+        started = time.monotonic()
+        told: float | None = None
+        received = 0
+        events = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout_s):
+                        event = await events.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise StreamIdle(
+                        f"nothing arrived for {self.idle_timeout_s:g} s (llm_idle_timeout_s) "
+                        f"after {received} characters"
+                    ) from None
+                reading.chunks += 1
+                received += absorb(event, reading)
+                now = time.monotonic()
+                if (
+                    request.on_progress is not None
+                    and received
+                    and (told is None or now - told >= PROGRESS_EVERY_S)
+                ):
+                    told = now
+                    request.on_progress(received, now - started)
+        finally:
+            await stream.close()
+        if not reading.chunks:
+            raise ReplyProblem(
+                "the server's streamed reply held no events (a proxy, a login page or the "
+                "wrong base URL?)"
+            )
+        if not reading.finished:
+            raise StreamBroken(
+                f"the streamed reply ended after {received} characters without saying it was "
+                "complete (the connection dropped?)"
+            )
+        return reading
 
     def _timeout(self, timeout_s: float | None) -> float:
         return timeout_s if timeout_s is not None else self.timeout_s

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from trinity.errors import StructuredOutputError
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
+from trinity.llm.native import without_titles
 from trinity.llm.replies import clean_text
 from trinity.llm.structured.coercion import _coerce, _relevance, _reshape, _schema_of
 from trinity.llm.structured.lenient_json import _Search, extract_json
@@ -151,7 +152,9 @@ def _repair_prompt(error: str, schema: dict[str, Any] | None) -> str:
         "Reply again with only the corrected JSON: no prose, no code fences.",
     ]
     if schema:
-        compact = json.dumps(schema, ensure_ascii=False, separators=(",", ":"), default=str)
+        compact = json.dumps(
+            without_titles(schema), ensure_ascii=False, separators=(",", ":"), default=str
+        )
         parts.append(f"The JSON must follow this schema:\n{compact}")
     return "\n\n".join(parts)
 
@@ -192,7 +195,12 @@ async def complete_structured(
         # A fresh list per call, so a provider that edits its request cannot change ours.
         # Redacted here, the one door to a model: no secret a tool printed reaches it.
         sent = [Message(m.role, redact(m.content)) for m in messages]
-        call = dataclasses.replace(request, messages=sent, json_schema=schema)
+        call = dataclasses.replace(
+            request,
+            messages=sent,
+            json_schema=schema,
+            schema_name=request.schema_name if request.schema_name != "reply" else model.__name__,
+        )
         response = await provider.complete(call)
         if on_response is not None:
             on_response(response)

@@ -105,13 +105,17 @@ def _reshape(value: Any, schema: dict[str, Any]) -> Any:
     """Fix the top-level shape: unwrap ``{"plan": {...}}``, wrap a bare list.
 
     A single-key object whose key is not a field and whose value holds the model's fields is a
-    wrapper; a top-level array goes into the model's only array field, if it has exactly one.
+    wrapper; a top-level array goes into the model's only array field, or its only required
+    one (a plan's ``steps``, not its optional ``success``).
     """
     defs = schema.get("$defs", {})
-    properties = _resolve(schema, defs).get("properties")
+    root = _resolve(schema, defs)
+    properties = root.get("properties")
     if not isinstance(properties, dict) or not properties:
         return value
     array_fields = [name for name, node in properties.items() if _is_array(node, defs)]
+    if len(array_fields) > 1:
+        array_fields = [name for name in array_fields if name in root.get("required", [])]
     if isinstance(value, dict) and len(value) == 1:
         ((key, inner),) = value.items()
         if key not in properties:
