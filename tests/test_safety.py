@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from llm_server import FakeLLMServer, Reply, Trickle, fake_llm_server  # noqa: F401
 from trinity.config import Settings
 from trinity.errors import ConfigError, InputError
-from trinity.llm.pricing import BUILTIN_PRICES, Price, PriceTable
+from trinity.llm.pricing import Price, PriceTable, UpstreamPrice
 from trinity.llm.scripted import ScriptedProvider
 from trinity.report import render_report
 from trinity.runtime import Runtime
@@ -394,17 +394,48 @@ def test_limits_that_are_not_positive_are_refused(
 
 
 def test_price_lookup_prefers_user_entries_exact_names_and_longer_patterns() -> None:
-    table = PriceTable({"openai:gpt-4o-mini*": {"input_per_mtok": 9, "output_per_mtok": 9}})
+    table = PriceTable(
+        {
+            "openai:gpt-4o-mini*": {"input_per_mtok": 9, "output_per_mtok": 9},
+            "openai:gpt-4o-mini-2024-*": {"input_per_mtok": 5, "output_per_mtok": 5},
+            "openai-compatible:http://h/v1#*": {"input_per_mtok": 0, "output_per_mtok": 0},
+        }
+    )
+    assert table.lookup("openai:gpt-4o-mini") == Price(input_per_mtok=9, output_per_mtok=9)
     assert table.lookup("openai:gpt-4o-mini-2024-07-18") == Price(
-        input_per_mtok=9, output_per_mtok=9
+        input_per_mtok=5, output_per_mtok=5
     )
-    assert table.lookup("openai:gpt-4o") == BUILTIN_PRICES["openai:gpt-4o"]
-    assert table.lookup("openai:gpt-4o-2024-08-06") == BUILTIN_PRICES["openai:gpt-4o-2024-*"]
-    assert table.lookup("anthropic:claude-sonnet-4-20250514") == Price(
-        input_per_mtok=3, output_per_mtok=15
+    assert table.lookup("openai-compatible:http://h/v1#llama") == Price(
+        input_per_mtok=0, output_per_mtok=0
     )
-    assert table.lookup("openai-compatible:http://h/v1#llama") is None
     assert Price(input_per_mtok=2, output_per_mtok=8).cost(1_000_000, 500_000) == 6.0
+
+
+@pytest.mark.parametrize(
+    ("model", "dollars"),
+    [
+        # genai-prices' list prices for 100k input and 100k output tokens (per million: some
+        # prices are higher for prompts over 200k tokens, and each call is priced on its own)
+        ("openai:gpt-4o-mini", 0.15 + 0.60),
+        ("openai:gpt-4o", 2.50 + 10.00),
+        ("anthropic:claude-sonnet-4-5", 3.00 + 15.00),
+        ("anthropic:claude-3-5-haiku-latest", 0.80 + 4.00),
+        # an OpenAI-compatible service is known by its URL
+        ("openai-compatible:https://openrouter.ai/api/v1#openai/gpt-4o", 2.50 + 10.00),
+    ],
+)
+def test_other_prices_come_from_genai_prices(model: str, dollars: float) -> None:
+    price = PriceTable().lookup(model)
+    assert isinstance(price, UpstreamPrice)
+    assert price.cost(100_000, 100_000) == pytest.approx(dollars / 10)
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["openai-compatible:http://localhost:11434/v1#llama3.1", "scripted:plan.yaml", "openai:nope-9"],
+)
+def test_a_model_nobody_prices_has_no_price(model: str) -> None:
+    assert PriceTable().lookup(model) is None
 
 
 def test_a_bad_price_entry_is_a_config_error_naming_it() -> None:

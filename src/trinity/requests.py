@@ -260,19 +260,24 @@ class Preparation:
         return limits
 
     def _prices(self) -> PriceTable:
-        """The price table (settings' prices over the built-in ones); a bad entry is a
+        """The price table (settings' prices over genai-prices); a bad entry is a
         ``ConfigError``, raised before any run is stored."""
         if self._price_table is None:
             self._price_table = PriceTable(self.settings.prices)
         return self._price_table
 
     def _check_price(self, model: str | None, budget: float | None) -> None:
-        prices = self._prices()
-        if budget is not None and model is not None and prices.lookup(model) is None:
+        if model is None:
+            return
+        # Looked up for every run, not only one with a budget: the lookup loads genai-prices
+        # (0.2 s, once per process) here, before the run, not in its first LLM call on the loop.
+        price = self._prices().lookup(model)
+        if budget is not None and price is None:
             raise ConfigError(
-                f"a cost budget needs the price of model {model!r}, and the price table has "
-                f'none: add it to the prices setting (in trinity.toml: [prices."{model}"] with '
-                "input_per_mtok and output_per_mtok, dollars per million tokens)"
+                f"a cost budget needs the price of model {model!r}, and neither the prices "
+                f"setting nor genai-prices has one: add it to the prices setting (in "
+                f'trinity.toml: [prices."{model}"] with input_per_mtok and output_per_mtok, '
+                "dollars per million tokens)"
             )
 
     def _mcp_config(self, path: str | None) -> McpConfig:

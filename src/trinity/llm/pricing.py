@@ -1,20 +1,24 @@
-"""What LLM calls cost: a price table per model, which users extend, for the cost budget.
+"""What LLM calls cost, for the cost budget: the user's prices first, then ``genai-prices``.
 
-Prices are US dollars per million tokens, input and output. A table maps model patterns
-(``fnmatch`` globs over the model string a run uses, such as ``openai:gpt-4o-mini`` or
-``openai-compatible:http://host/v1#llama-3.1-8b``) to prices. User entries (the ``prices``
-setting: ``[prices."openai:my-finetune"]`` in ``trinity.toml``) come before the built-in ones;
-among the matches of one table an exact name wins, then the longest pattern.
+Prices come from `genai-prices <https://github.com/pydantic/genai-prices>`_, a price database
+kept up to date upstream (a table written here from memory needed two corrections in its first
+month). It knows the ``openai:`` and ``anthropic:`` models, and OpenAI-compatible services by
+their URL (OpenRouter, Groq, Together…); it is read from the installed package, never fetched.
 
-The built-in prices are the providers' published list prices for standard (not batch, not
-cached) tokens as of late 2025, written down from memory of their price pages, not fetched. They
-change, and a snapshot can differ from its family: set your own when it matters.
+User entries (the ``prices`` setting: ``[prices."openai:my-finetune"]`` in ``trinity.toml``),
+US dollars per million input and output tokens, come first: keys are ``fnmatch`` globs over the
+model string a run uses (``openai:gpt-4o-mini``,
+``openai-compatible:http://host/v1#llama-3.1-8b``); an exact name wins, then the longest
+pattern. A model neither knows (a local server's) has no price: a run can still use it, but not
+with a cost budget.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,7 +26,15 @@ from trinity.config import best_match
 from trinity.errors import ConfigError
 
 
+class Priced(Protocol):
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """US dollars for one call's tokens."""
+        ...
+
+
 class Price(BaseModel):
+    """A price the user set."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_per_mtok: float = Field(ge=0)
@@ -34,35 +46,47 @@ class Price(BaseModel):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
-def _p(input_per_mtok: float, output_per_mtok: float) -> Price:
-    return Price(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok)
+@dataclass(frozen=True, slots=True)
+class UpstreamPrice:
+    """A model ``genai-prices`` knows; its cost is computed there for each call (some prices
+    depend on the size of the prompt)."""
+
+    model_ref: str
+    provider_id: str | None = None
+    provider_api_url: str | None = None
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        from genai_prices import Usage, calc_price
+
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        if self.provider_api_url is not None:
+            found = calc_price(usage, self.model_ref, provider_api_url=self.provider_api_url)
+        else:
+            found = calc_price(usage, self.model_ref, provider_id=self.provider_id)
+        return float(found.total_price)
 
 
-BUILTIN_PRICES: dict[str, Price] = {
-    "openai:gpt-4o": _p(2.50, 10.00),
-    "openai:gpt-4o-2024-*": _p(2.50, 10.00),
-    "openai:gpt-4o-2024-05-13": _p(5.00, 15.00),
-    "openai:gpt-4o-mini*": _p(0.15, 0.60),
-    "openai:gpt-4.1": _p(2.00, 8.00),
-    "openai:gpt-4.1-2025-*": _p(2.00, 8.00),
-    "openai:gpt-4.1-mini*": _p(0.40, 1.60),
-    "openai:gpt-4.1-nano*": _p(0.10, 0.40),
-    "openai:o3-mini*": _p(1.10, 4.40),
-    "openai:o4-mini*": _p(1.10, 4.40),
-    "anthropic:claude-opus-4*": _p(15.00, 75.00),
-    "anthropic:claude-opus-4-5*": _p(5.00, 25.00),
-    "anthropic:claude-haiku-4-5*": _p(1.00, 5.00),
-    "anthropic:claude-sonnet-4*": _p(3.00, 15.00),
-    "anthropic:claude-3-7-sonnet*": _p(3.00, 15.00),
-    "anthropic:claude-3-5-sonnet*": _p(3.00, 15.00),
-    "anthropic:claude-3-5-haiku*": _p(0.80, 4.00),
-    "anthropic:claude-3-haiku*": _p(0.25, 1.25),
-}
+@functools.lru_cache(maxsize=256)
+def upstream_price(model: str) -> UpstreamPrice | None:
+    """The ``genai-prices`` entry for a model string, or ``None`` when it has none."""
+    kind, _, rest = model.partition(":")
+    if kind in ("openai", "anthropic"):
+        price = UpstreamPrice(rest, provider_id=kind)
+    elif kind == "openai-compatible":
+        url, _, name = rest.partition("#")
+        price = UpstreamPrice(name, provider_api_url=url)
+    else:
+        return None  # scripted models cost nothing, and have no price
+    try:
+        price.cost(0, 0)
+    except LookupError:
+        return None
+    return price
 
 
 class PriceTable:
     def __init__(self, extra: Mapping[str, Price | Mapping[str, Any]] | None = None) -> None:
-        """``extra``: the user's prices, by model pattern; they win over the built-in ones."""
+        """``extra``: the user's prices, by model pattern; they win over ``genai-prices``."""
         self.user: dict[str, Price] = {}
         for pattern, value in (extra or {}).items():
             try:
@@ -77,10 +101,6 @@ class PriceTable:
                     "output_per_mtok, dollars per million tokens)"
                 ) from None
 
-    def lookup(self, model: str) -> Price | None:
-        """The price of ``model``, or ``None`` when no entry matches."""
-        for table in (self.user, BUILTIN_PRICES):
-            price = best_match(table, model)
-            if price is not None:
-                return price
-        return None
+    def lookup(self, model: str) -> Priced | None:
+        """The price of ``model``, or ``None`` when neither the user nor genai-prices has one."""
+        return best_match(self.user, model) or upstream_price(model)
