@@ -514,3 +514,33 @@ async def test_a_stalled_stream_is_retried_and_shows_live(
     streaming = [event for event in events if isinstance(event, LLMStreaming)]
     assert {event.purpose for event in streaming} >= {"atlas.plan", "grisha.judge"}
     assert all(event.chars > 0 for event in streaming)
+
+
+# -- reports that name the cause -----------------------------------------------------------------
+
+
+async def test_a_loop_caught_at_plan_review_keeps_the_judges_failure_in_the_report(
+    settings: Settings,
+) -> None:
+    """The judge never gives a usable verdict; Atlas replans the same plan twice; the run stops
+    at plan review. The report must say where it stopped and why the step failed."""
+
+    def plan(step_id: str) -> str:
+        return json.dumps({"steps": [{**PLAN["steps"][0], "id": step_id}]})
+
+    state = await _scripted(
+        settings,
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": plan("greet")},
+            {"match": {"purpose": "atlas.replan"}, "text": plan("greet-2")},
+            {"match": {"purpose": "atlas.replan"}, "text": plan("greet-3")},
+            {"match": {"purpose": "grisha.judge"}, "text": "I think it is fine?", "repeat": True},
+        ],
+        max_replans=3,
+        verification="llm-judge",
+    )
+    assert state.stop_reason == StopReason.LOOP, state.stop_detail
+    report = render_report(state)
+    assert "at plan review" in report, report
+    assert "the judge gave no usable verdict" in report, report
+    assert "step greet (fs.write): failed" in report, report

@@ -380,7 +380,10 @@ async def test_a_model_that_returns_the_same_failing_plan_is_stopped_as_a_loop(
     assert state.counters.replans == 2 and state.counters.tool_calls == 2
     assert [f.kind for f in state.progress_findings] == [ProgressKind.SAME_PLAN] * 2
     assert state.progress_findings[-1].repetitions == 3
-    assert "same plan (again after a change of strategy, 3 repetitions)" in state.stop_detail
+    assert (
+        "same plan at plan review (again after a change of strategy, 3 repetitions)"
+        in state.stop_detail
+    )
     assert 'fs.write {"content":"helo world","path":"greeting.txt"}' in state.stop_detail
     briefs = replans(llm)
     assert "LOOP WARNING" not in briefs[0] and "LOOP WARNING" in briefs[1]

@@ -60,12 +60,20 @@ def render_report(state: RunState) -> str:
         evidence.append(f"- time went mostly to {slowest}")
     if evidence:
         lines += ["Evidence:", *evidence]
-    if state.plan is not None:
-        tried = [s for s in state.plan.steps if s.status != StepStatus.PENDING][-3:]
-        if tried:
-            lines.append("Last steps:")
-        for step in tried:
-            lines.append(f"- {_describe_step(step)}")
+    # From every plan, not only the current one: a run stopped at the review of a new plan
+    # has tried nothing of it, and the cause is in the plan before (a judge's rejection…).
+    plans = [*state.plan_history, *([state.plan] if state.plan is not None else [])]
+    tried = [
+        (plan.revision, step)
+        for plan in plans
+        for step in plan.steps
+        if step.status != StepStatus.PENDING
+    ][-3:]
+    if tried:
+        lines.append("Last steps:")
+    for revision, step in tried:
+        label = f" [replan #{revision}]" if revision else ""
+        lines.append(f"- {_describe_step(step)}{label}")
     advice = _ADVICE[reason]
     pending = state.pending_approval
     if reason == StopReason.AWAITING_APPROVAL and pending is not None:

@@ -267,11 +267,12 @@ class Preparation:
         return self._price_table
 
     def _check_price(self, model: str | None, budget: float | None) -> None:
+        prices = self._prices()  # built for every run: a bad entry is refused even unused
         if model is None:
             return
         # Looked up for every run, not only one with a budget: the lookup loads genai-prices
         # (0.2 s, once per process) here, before the run, not in its first LLM call on the loop.
-        price = self._prices().lookup(model)
+        price = prices.lookup(model)
         if budget is not None and price is None:
             raise ConfigError(
                 f"a cost budget needs the price of model {model!r}, and neither the prices "

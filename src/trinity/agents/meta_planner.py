@@ -84,12 +84,13 @@ class MetaPlanner:
             state.progress_mark = state.step  # the stall clock starts with the first plan
         finding = self.progress.check_plan(state)
         if finding is not None:
-            return self._on_finding(state, finding)
+            return self._on_finding(state, finding, "at plan review")
         return {"decision": self._next_pending(state)}
 
-    def _on_finding(self, state: RunState, finding: ProgressFinding) -> dict[str, Any]:
+    def _on_finding(self, state: RunState, finding: ProgressFinding, where: str) -> dict[str, Any]:
         """A loop or stall: the first of its kind changes strategy (a replan whose brief names
-        the evidence); a second one, or one with no way to replan, stops the run."""
+        the evidence); a second one, or one with no way to replan, stops the run. ``where`` it
+        was found goes into the stop's detail (``at plan review``, ``after step 'x'``)."""
         strikes = sum(1 for earlier in state.progress_findings if earlier.kind == finding.kind)
         findings = [*state.progress_findings, finding]
         self.ctx.emit(ProgressFound(finding=finding))
@@ -107,7 +108,7 @@ class MetaPlanner:
             why = "no replans left to change strategy"
         state.stop_reason = finding.stop_reason
         state.stop_detail = (
-            f"{finding.kind.value.replace('_', ' ')} ({why}, {finding.repetitions} "
+            f"{finding.kind.value.replace('_', ' ')} {where} ({why}, {finding.repetitions} "
             f"repetitions): {finding.evidence}"
         )
         return {"decision": Decision.FINISH, "progress_findings": findings}
@@ -154,7 +155,7 @@ class MetaPlanner:
             return {"decision": self._next_pending(state)}
         finding = self.progress.check_attempt(state)
         if finding is not None:
-            return self._on_finding(state, finding)
+            return self._on_finding(state, finding, f"after step {step.id!r}")
         policy = state.policy
         attempt = step.attempts[-1]
         retry_ok = (
