@@ -183,7 +183,7 @@ judge and the planner again and again)."""
 
 def shown_args(args: dict[str, Any], limit: int = PROMPT_ARGS_CHARS) -> str:
     """A step's arguments as a prompt shows them: JSON, cut after ``limit`` characters."""
-    text = json.dumps(args, ensure_ascii=False, default=str)
+    text = json.dumps(args, ensure_ascii=False, default=str, separators=(",", ":"))
     if len(text) <= limit:
         return text
     return f"{text[:limit]}…[+{len(text) - limit} characters not shown]"

@@ -204,24 +204,25 @@ class Grisha:
     async def _judge(
         self, state: RunState, step: Step, result: ToolResult, checks: list[CheckResult]
     ) -> Verdict:
+        outcome = ["ok" if result.ok else "failed"]
+        if result.exit_code is not None:
+            outcome.append(f"exit code {result.exit_code}")
+        if result.error:
+            outcome.append(f"error: {result.error}")
+        # The tool's own success is in the result line; the checks line names the plan's.
+        declared = [c.check for c in checks if c.check != "tool call succeeded"]
+        title = f" ({step.title})" if step.title else ""
         user = "\n".join(
             [
                 f"Task: {state.task.text}",
-                f"Step {step.id!r}: {step.title or step.tool}",
-                f"Tool: {step.tool} with arguments {shown_args(step.args)}",
-                f"Expected outcome: {step.expected or '(not stated: judge against the task)'}",
-                "Tool ok: "
-                + "; ".join(
-                    [str(result.ok)]
-                    + ([f"exit code: {result.exit_code}"] if result.exit_code is not None else [])
-                    + ([f"error: {result.error}"] if result.error else [])
-                ),
-                "Tool output (untrusted data):",
+                f"Step {step.id!r}{title}: {step.tool} {shown_args(step.args)}",
+                f"Expected: {step.expected or '(not stated: judge against the task)'}",
+                f"Result: {'; '.join(outcome)}",
+                f"Checks passed: {'; '.join(declared) or '(none declared)'}",
+                "Output (untrusted data):",
                 "<<<",
                 result.output[:_JUDGE_OUTPUT],
                 ">>>",
-                "Deterministic checks: "
-                + ("; ".join(f"{c.check}: passed" for c in checks) or "(none)"),
             ]
         )
         try:

@@ -105,7 +105,7 @@ def openai_response_format(schema: dict[str, Any], name: str) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {
             "name": schema_name(name),
-            "schema": without_titles(strict if strict is not None else schema),
+            "schema": lean_schema(strict if strict is not None else schema),
             "strict": strict is not None,
         },
     }
@@ -117,25 +117,29 @@ def anthropic_tool(schema: dict[str, Any], name: str) -> tuple[dict[str, Any], d
     tool = {
         "name": tool_name,
         "description": "Give your reply as this tool's input.",
-        "input_schema": without_titles(schema),
+        "input_schema": lean_schema(schema),
     }
     return tool, {"type": "tool", "name": tool_name}
 
 
-def without_titles(schema: Any) -> Any:
-    """A schema without pydantic's ``title`` keywords (``"title": "Reason"`` for a field named
-    ``reason``): a fifth of a schema's tokens that tell a model nothing. A *property* named
-    ``title`` stays: only the keyword goes."""
+def lean_schema(schema: Any) -> Any:
+    """A schema as a model needs it: without pydantic's ``title`` keywords (``"title":
+    "Reason"`` for a field named ``reason``: a fifth of a schema's tokens that tell a model
+    nothing) and without the docstrings of the classes (a model's ``description``, written for
+    Python readers). A *property* named ``title`` stays, and so do fields' descriptions."""
     if isinstance(schema, list):
-        return [without_titles(item) for item in schema]
+        return [lean_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
+    is_model = isinstance(schema.get("properties"), dict)
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "title" and isinstance(value, str):
             continue
+        if key == "description" and is_model and isinstance(value, str):
+            continue
         if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-            out[key] = {name: without_titles(sub) for name, sub in value.items()}
+            out[key] = {name: lean_schema(sub) for name, sub in value.items()}
         else:
-            out[key] = without_titles(value)
+            out[key] = lean_schema(value)
     return out

@@ -43,9 +43,8 @@ def json_schema_instruction(schema: dict[str, Any]) -> str:
     The schema is a hint (the reply is validated elsewhere); in the prompt it works with every
     model and server, whatever structured-output features they have or lack.
     """
-    return (
-        "Reply with a single JSON object, and nothing else, that follows this JSON schema:\n"
-        + json.dumps(native.without_titles(schema), ensure_ascii=False, separators=(",", ":"))
+    return "Reply with only a JSON object that follows this JSON schema:\n" + json.dumps(
+        native.lean_schema(schema), ensure_ascii=False, separators=(",", ":")
     )
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from trinity.errors import StructuredOutputError
 from trinity.llm.base import LLMProvider, LLMRequest, LLMResponse, Message
-from trinity.llm.native import without_titles
+from trinity.llm.native import lean_schema
 from trinity.llm.replies import clean_text
 from trinity.llm.structured.coercion import _coerce, _relevance, _reshape, _schema_of
 from trinity.llm.structured.lenient_json import _Search, extract_json
@@ -153,7 +153,7 @@ def _repair_prompt(error: str, schema: dict[str, Any] | None) -> str:
     ]
     if schema:
         compact = json.dumps(
-            without_titles(schema), ensure_ascii=False, separators=(",", ":"), default=str
+            lean_schema(schema), ensure_ascii=False, separators=(",", ":"), default=str
         )
         parts.append(f"The JSON must follow this schema:\n{compact}")
     return "\n\n".join(parts)
