@@ -558,3 +558,14 @@ async def test_provider_errors_propagate() -> None:
 def test_nul_and_lone_surrogates_are_cleaned_from_parsed_replies() -> None:
     reply = '{"steps": [], "rationale": "a\\u0000b \\ud83d c", "revision": 0, "final": false}'
     assert parse_structured(reply, PlanLike).rationale == "ab \ufffd c"
+
+
+def test_a_reasoning_block_before_the_answer_is_not_the_answer() -> None:
+    reply = (
+        '<think>\nMaybe {"passed": false, "reason": "draft"}? No, the file is there.\n</think>\n'
+        '{"passed": true, "reason": "the file is there"}'
+    )
+    assert extract_json(reply) == {"passed": True, "reason": "the file is there"}
+    # The same tag later in a reply is content, not reasoning.
+    later = '{"content": "<think>x</think>"}'
+    assert extract_json(later) == {"content": "<think>x</think>"}

@@ -33,6 +33,9 @@ _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)(?:^[ \t]*```|\Z)", re.M | re.S)
 _LEADING_SPACE = re.compile(r"[\s\ufeff]*")
+_REASONING = re.compile(r"\A\s*<(think|thinking|reasoning)>.*?</\1>", re.S | re.I)
+"""The reasoning a model (DeepSeek-R1, QwQ…) writes before its answer: its drafts are not the
+answer. Only a closed block at the very start is dropped; the same tag later is content."""
 _LITERALS: dict[str, Any] = {
     "true": True,
     "false": False,
@@ -188,6 +191,7 @@ class _Search:
         lead = _LEADING_SPACE.match(text)
         if lead and "\ufeff" in lead.group():
             text = lead.group().replace("\ufeff", "") + text[lead.end() :]
+        text = _REASONING.sub("", text, count=1)
         self.text = text
         self.work = _Work()
         self.candidates = 0
