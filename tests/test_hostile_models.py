@@ -544,3 +544,131 @@ async def test_a_loop_caught_at_plan_review_keeps_the_judges_failure_in_the_repo
     assert "at plan review" in report, report
     assert "the judge gave no usable verdict" in report, report
     assert "step greet (fs.write): failed" in report, report
+
+
+# -- a table of misbehaving servers ----------------------------------------------------------------
+
+
+def _empty(provider: str) -> Raw:
+    """A well-formed reply with nothing in it (no choices / no content blocks)."""
+    if provider.startswith("openai"):
+        body: dict[str, Any] = {"id": "x", "object": "chat.completion", "model": "m", "choices": []}
+    else:
+        body = {"id": "x", "type": "message", "role": "assistant", "content": []}
+        body |= {"model": "m", "stop_reason": "end_turn"}
+    return Raw(json.dumps(body).encode())
+
+
+def _filtered(provider: str) -> Raw:
+    """The server's safety filter took the reply: no text, a stop reason that says so."""
+    if provider.startswith("openai"):
+        choice = {"index": 0, "message": {"role": "assistant", "content": None}}
+        body: dict[str, Any] = {"id": "x", "object": "chat.completion", "model": "m"}
+        body["choices"] = [choice | {"finish_reason": "content_filter"}]
+    else:
+        body = {"id": "x", "type": "message", "role": "assistant", "content": [], "model": "m"}
+        body["stop_reason"] = "refusal"
+    return Raw(json.dumps(body).encode())
+
+
+def _plan(**step: Any) -> Reply:
+    return Reply(json.dumps({"steps": [{**PLAN["steps"][0], **step}]}))
+
+
+GOOD = [Reply(json.dumps(PLAN)), Reply(VERDICT)]
+MISBEHAVIOURS: dict[str, tuple[Any, tuple[StopReason, ...], str]] = {
+    # name: (behaviours, or a function of the provider giving them; stop reasons; words)
+    "401-bad-key": ([Status(401, "invalid x-api-key")], (StopReason.ERROR,), "check the API key"),
+    "404-no-model": ([Status(404, "model: no-such")], (StopReason.ERROR,), "check the model name"),
+    "429-for-an-hour": (
+        [Status(429, "rate limited", headers={"Retry-After": "3600"})],
+        (StopReason.ERROR,),
+        "asks to wait 3600 s",
+    ),
+    "400-context-too-long": (
+        [Status(400, "maximum context length is 8192 tokens")],
+        (StopReason.ERROR,),
+        "maximum context length is 8192 tokens",
+    ),
+    "prose-only": (
+        [Reply("Sure! Happy to help with that.")] * 3,
+        (StopReason.FAILED, StopReason.ERROR),
+        "no valid structured output after 3 attempts",
+    ),
+    "empty-reply": (
+        lambda p: [_empty(p)] * 3,
+        (StopReason.FAILED, StopReason.ERROR),
+        "no valid structured output",
+    ),
+    "content-filtered": (
+        lambda p: [_filtered(p)] * 3,
+        (StopReason.FAILED, StopReason.ERROR),
+        "no valid structured output",
+    ),
+    "nested-200-deep": (
+        [Reply("[" * 200 + "]" * 200)] * 3,
+        (StopReason.FAILED, StopReason.ERROR),
+        "no valid structured output",
+    ),
+    "hallucinated-tool-then-fixed": (
+        [_plan(tool="fs.teleport"), *GOOD],
+        (StopReason.COMPLETED,),
+        "verified",
+    ),
+    "wrong-argument-type-then-fixed": (
+        [_plan(args={"path": ["hello.txt"], "content": "hello"}), *GOOD],
+        (StopReason.COMPLETED,),
+        "verified",
+    ),
+    "duplicate-step-ids-then-fixed": (
+        [Reply(json.dumps({"steps": [PLAN["steps"][0]] * 2})), *GOOD],
+        (StopReason.COMPLETED,),
+        "verified",
+    ),
+    "reasoning-before-the-answer": (
+        [Reply('<think>maybe {"steps": []}</think>\n' + json.dumps(PLAN)), Reply(VERDICT)],
+        (StopReason.COMPLETED,),
+        "verified",
+    ),
+    "stream-dropped-then-whole": (
+        [Reply(json.dumps(PLAN), stream_cut=True), *GOOD],
+        (StopReason.COMPLETED,),
+        "verified",
+    ),
+    "verdict-as-prose": (
+        [Reply(json.dumps(PLAN)), *[Reply("yes, looks good")] * 6],  # 2 attempts x 3 calls
+        (StopReason.FAILED, StopReason.ERROR),
+        "the judge gave no usable verdict",
+    ),
+    "path-outside-the-workspace": (
+        [_plan(args={"path": "../escape.txt", "content": "x"}), Reply(VERDICT)],
+        (StopReason.FAILED, StopReason.ERROR),
+        "escape.txt",
+    ),
+}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("case", sorted(MISBEHAVIOURS))
+async def test_misbehaving_servers_end_cleanly(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    case: str,
+    workspace: Path,
+) -> None:
+    behaviours, reasons, words = MISBEHAVIOURS[case]
+    if callable(behaviours):
+        behaviours = behaviours(provider)
+    if case == "stream-dropped-then-whole" and not provider.endswith("+stream"):
+        behaviours = GOOD  # a whole reply cannot drop half-way in the same sense
+    fake_llm_server.script(*behaviours)
+    state = await _run(_settings(settings, fake_llm_server, provider), provider, max_replans=0)
+    detail = state.stop_detail or ""
+    report = render_report(state)
+    assert state.stop_reason in reasons, detail
+    assert words in report, report
+    for word in ("Traceback", "AttributeError", "TypeError", "KeyError"):
+        assert word not in report, report
+    # Nothing outside the workspace was touched.
+    assert not (workspace.parent / "escape.txt").exists()
