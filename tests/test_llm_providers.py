@@ -19,6 +19,7 @@ import pytest
 from llm_server import (  # the fixture must be imported for pytest to find it
     FakeLLMServer,
     Hang,
+    Raw,
     Reply,
     Status,
     Trickle,
@@ -330,6 +331,54 @@ async def test_a_stream_that_keeps_stalling_fails_with_a_clear_error(
         LLMTimeoutError, match=r"stalled after 2 attempts: nothing arrived for 0.3 s"
     ):
         await provider.complete(_request())
+
+
+MID_STREAM_ERROR = {
+    "openai": b'data: {"error": {"message": "overloaded mid-stream"}}\n\n',
+    "anthropic": b"event: error\ndata: "
+    b'{"type": "error", "error": {"type": "overloaded_error", "message": "overloaded mid-stream"}}'
+    b"\n\n",
+}
+
+
+async def test_an_error_event_inside_a_stream_is_retried(
+    kind: str,
+    stream: bool,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+) -> None:
+    if not stream:
+        pytest.skip("a property of streamed replies")
+    fake_llm_server.script(
+        Raw(MID_STREAM_ERROR[kind], content_type="text/event-stream"), Reply("after all")
+    )
+    reasons: list[str] = []
+
+    response = await make_provider().complete(
+        _request(on_retry=lambda attempt, why, wait: reasons.append(why))
+    )
+
+    assert response.text == "after all" and response.attempts == 2
+    assert "error mid-reply: overloaded mid-stream" in reasons[0], reasons
+
+
+async def test_a_stream_that_never_ends_is_cut_at_the_size_cap(
+    kind: str,
+    stream: bool,
+    make_provider: MakeProvider,
+    fake_llm_server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not stream:
+        pytest.skip("a property of streamed replies")
+    from trinity.llm import sdk
+
+    monkeypatch.setattr(sdk, "MAX_STREAMED_CHARS", 1_000)
+    fake_llm_server.script(Reply("x" * 5_000))
+
+    with pytest.raises(LLMError, match="went past 1,000 characters without ending") as caught:
+        await make_provider().complete(_request())
+    assert caught.value.attempts == 1  # not retried: the server is broken
 
 
 async def test_429_honours_retry_after(

@@ -33,6 +33,9 @@ from trinity.llm.retry import (
 
 T = TypeVar("T")
 
+MAX_STREAMED_CHARS = 4_000_000
+"""A streamed reply longer than this is refused: no max_tokens comes near it (16,384 tokens
+are about 65,000 characters), so the server is broken, and its text must not fill memory."""
 PROGRESS_EVERY_S = 5.0
 """A streamed reply tells its progress when its text starts, then at most this often."""
 
@@ -62,9 +65,17 @@ def classify_sdk_error(
         return AttemptFailure(
             retryable=True, kind="connection", message=f"{exc.message} {reason or ''}".strip()
         )
-    if isinstance(exc, sdk.APIStatusError):
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 400:
         return http_failure(
             exc.status_code, exc.response.headers, error_message(exc.body, exc.message)
+        )
+    if type(exc) is sdk.APIError or isinstance(exc, sdk.APIStatusError):
+        # An error event inside a stream that began with 200 (the base APIError is what the
+        # SDKs raise for one; Anthropic's carries the 200): the server broke down while
+        # answering (overloaded, an internal error), which another attempt may not meet.
+        said = error_message(getattr(exc, "body", None), getattr(exc, "message", str(exc)))
+        return AttemptFailure(
+            retryable=True, message=f"the server reported an error mid-reply: {said}"
         )
     if isinstance(exc, ReplyProblem):
         return AttemptFailure(retryable=False, message=str(exc))
@@ -252,6 +263,11 @@ class SDKProvider:
                     ) from None
                 reading.chunks += 1
                 received += absorb(event, reading)
+                if received > MAX_STREAMED_CHARS:
+                    raise ReplyProblem(
+                        f"the streamed reply went past {MAX_STREAMED_CHARS:,} characters "
+                        f"without ending (max_tokens was {request.max_tokens})"
+                    )
                 now = time.monotonic()
                 if (
                     request.on_progress is not None
