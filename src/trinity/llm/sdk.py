@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
@@ -32,10 +33,13 @@ from trinity.llm.retry import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_STREAMED_CHARS = 4_000_000
-"""A streamed reply longer than this is refused: no max_tokens comes near it (16,384 tokens
-are about 65,000 characters), so the server is broken, and its text must not fill memory."""
+"""A streamed reply is read up to this many characters, then the stream is closed: no
+max_tokens comes near it (16,384 tokens are about 65,000 characters), so the server is broken,
+and its text must not fill memory. What was read is judged like any reply (the structured
+layer asks for a repair, sending back only an excerpt)."""
 PROGRESS_EVERY_S = 5.0
 """A streamed reply tells its progress when its text starts, then at most this often."""
 
@@ -264,10 +268,15 @@ class SDKProvider:
                 reading.chunks += 1
                 received += absorb(event, reading)
                 if received > MAX_STREAMED_CHARS:
-                    raise ReplyProblem(
-                        f"the streamed reply went past {MAX_STREAMED_CHARS:,} characters "
-                        f"without ending (max_tokens was {request.max_tokens})"
+                    log.warning(
+                        "%s: the streamed reply went past %s characters without ending "
+                        "(max_tokens was %d); reading no more of it",
+                        self.model,
+                        f"{MAX_STREAMED_CHARS:,}",
+                        request.max_tokens,
                     )
+                    reading.finished = True
+                    break
                 now = time.monotonic()
                 if (
                     request.on_progress is not None
