@@ -341,12 +341,13 @@ def test_killed_after_the_run_ended_but_before_its_row_the_resume_records_it(
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     (row,) = cli.runs()
-    assert row["status"] == "running" and row["report"] == ""
+    shown = json.loads(cli("runs", "show", str(row["id"]), "--json").stdout)["run"]
+    assert shown["status"] == "running" and shown["report"] == ""
     done = cli("runs", "resume", str(row["id"]))
     assert done.returncode == 0, done.stderr
     assert "completed" in done.stderr
-    (row,) = cli.runs()
-    assert row["status"] == "succeeded" and "all 2 steps verified" in str(row["report"])
+    shown = json.loads(cli("runs", "show", str(row["id"]), "--json").stdout)["run"]
+    assert shown["status"] == "succeeded" and "all 2 steps verified" in shown["report"]
     assert cli.ledger() == ["step-0", "step-1"]
 
 

@@ -8,7 +8,8 @@ Hierarchy::
     │   ├── PermissionsError  a permission policy that cannot be read or validated
     │   │                     (defined in trinity.tools.permissions)
     │   ├── ApprovalPendingError   a run waits for a person to approve or deny a tool call
-    │   └── RunBusyError      another live process is executing the run (it holds the lease)
+    │   ├── RunBusyError      another live process is executing the run (it holds the lease)
+    │   └── NotFoundError     no run (or token…) with that id
     ├── ConfigError           model string, missing API key, unusable setting
     ├── LLMError              a provider call failed after its retries
     │   ├── LLMTimeoutError
@@ -59,6 +60,10 @@ class RunBusyError(InputError):
     def __init__(self, run_id: str, message: str) -> None:
         self.run_id = run_id
         super().__init__(message)
+
+
+class NotFoundError(InputError):
+    """No run (or other record) with the id given."""
 
 
 class ConfigError(TrinityError):

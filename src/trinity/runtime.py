@@ -32,6 +32,7 @@ from trinity.execution import Services, close_books, execute
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
+from trinity.queries import RunQueries
 from trinity.requests import Preparation, RunRequest
 from trinity.security.env import register_settings
 from trinity.state import (
@@ -65,7 +66,7 @@ disk that was full) once its cause is fixed."""
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
 
-class Runtime(Preparation):
+class Runtime(Preparation, RunQueries):
     def __init__(
         self,
         settings: Settings | None = None,
@@ -295,12 +296,6 @@ class Runtime(Preparation):
         return self.store.get_approval(
             run_id, pending.step_id, pending.attempt, revision=pending.revision
         )
-
-    def _row(self, run_id: str) -> dict[str, Any]:
-        row = self.store.get_run(run_id)
-        if row is None:
-            raise InputError(f"no run with id {run_id!r}")
-        return row
 
     async def _take_lease(self, row: dict[str, Any]) -> int:
         """Become the executor of the run in ``row``; its new lease epoch. A run that a live

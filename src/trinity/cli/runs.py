@@ -17,7 +17,6 @@ from trinity.cli.run import drive
 if TYPE_CHECKING:
     from trinity.events import EventSink
     from trinity.runtime import Runtime
-    from trinity.store import Store
 
 T = TypeVar("T")
 
@@ -26,77 +25,51 @@ app = typer.Typer(
 )
 
 
-def _find(rt: Runtime, run_id: str) -> dict[str, Any]:
-    """The run's row; an unknown id, or a database that cannot be read, is exit 2."""
-    from trinity.errors import TrinityError
-
-    try:
-        row = rt.store.get_run(run_id)
-    except TrinityError as exc:
-        rt.close()
-        fail(str(exc))
-    if row is None:
-        rt.close()
-        fail(f"no run with id {run_id!r} (see `trinity runs list`)")
-    return row
-
-
-def _read(db: str | None, run_id: str, read: Callable[[Store, str], T]) -> tuple[dict[str, Any], T]:
-    """A run's row (found by id or unique prefix) and ``read(store, full_id)``."""
+def _ask(db: str | None, question: Callable[[Runtime], T]) -> T:
+    """``question(runtime)`` (one of its queries); an unknown run, or a database that cannot
+    be read, is exit 2."""
     from trinity.errors import TrinityError
 
     rt = runtime(settings(db))
     try:
-        row = _find(rt, run_id)
-        return row, read(rt.store, row["id"])
+        return question(rt)
     except TrinityError as exc:
         fail(str(exc))
     finally:
         rt.close()
-
-
-def shown_status(row: dict[str, Any]) -> str:
-    """A run's status as people need it: a ``running`` run whose process is gone is
-    ``interrupted`` (``runs resume`` continues it)."""
-    from trinity.store.lease import may_take_over
-
-    if row["status"] == "running" and may_take_over(row["lease_owner"], row["lease_expires_at"])[0]:
-        return "interrupted"
-    return str(row["status"])
 
 
 @app.command("list")
 def runs_list(
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000)] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=500)] = 20,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", help="Only runs with this status (repeatable)")
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Only runs whose task says this")
+    ] = None,
     db: DbOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """The most recent runs, newest first."""
-    from trinity.errors import TrinityError
+    from trinity.views import RunFilter
 
-    rt = runtime(settings(db))
-    try:
-        rows = rt.store.list_runs(limit)
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
-    for row in rows:
-        row["shown_status"] = shown_status(row)
+    where = RunFilter(status=status or None, text=text)
+    runs = _ask(db, lambda rt: rt.list_runs(where, limit=limit)).runs
     if json_output:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps([run.model_dump(mode="json") for run in runs]))
         return
     table = Table()
     for column in ("id", "started (UTC)", "status", "reason", "steps", "task"):
         table.add_column(column, overflow="fold")
-    for row in rows:
+    for run in runs:
         table.add_row(
-            row["id"],
-            when(row["created_at"]),
-            row["shown_status"],
-            row["stop_reason"] or "",
-            str(row["steps"]),
-            escape(row["task"][:60]),
+            run.id,
+            when(run.created_at),
+            run.shown_status,
+            run.stop_reason or "",
+            str(run.steps),
+            escape(run.task[:60]),
         )
     out.print(table)
 
@@ -105,29 +78,24 @@ def runs_list(
 def runs_show(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
     """One run: its outcome, steps, verdicts and report (read back from its journal)."""
     from trinity.cli.progress import steps_table
-    from trinity.state import RunState
-    from trinity.store.journal import load_run
 
-    row, (state, _) = _read(db, run_id, lambda store, rid: load_run(store, rid, RunState))
-    status = shown_status(row)
+    run = _ask(db, lambda rt: rt.get_run(run_id))
+    assert run.state is not None
     if json_output:
-        out.print_json(
-            json.dumps(
-                {"run": {**row, "shown_status": status}, "state": state.model_dump(mode="json")}
-            )
-        )
+        summary = run.model_dump(mode="json", exclude={"state"})
+        out.print_json(json.dumps({"run": summary, "state": run.state.model_dump(mode="json")}))
         return
-    out.print(f"[bold]{row['id']}[/] {status} ({row['stop_reason'] or 'running'})")
-    out.print(f"task: {escape(row['task'])}", highlight=False)
-    out.print(f"model: {row['model'] or '-'}   workspace: {row['workspace']}", highlight=False)
-    if status == "interrupted":
+    out.print(f"[bold]{run.id}[/] {run.shown_status} ({run.stop_reason or 'running'})")
+    out.print(f"task: {escape(run.task)}", highlight=False)
+    out.print(f"model: {run.model or '-'}   workspace: {run.workspace}", highlight=False)
+    if run.shown_status == "interrupted":
         out.print(
-            f"its process is gone: `trinity runs resume {row['id']}` continues it",
+            f"its process is gone: `trinity runs resume {run.id}` continues it",
             highlight=False,
         )
-    out.print(steps_table(state))
-    if row["report"]:
-        out.print(escape(row["report"]), highlight=False)
+    out.print(steps_table(run.state))
+    if run.report:
+        out.print(escape(run.report), highlight=False)
 
 
 @app.command("trace")
@@ -141,22 +109,20 @@ def runs_trace(
     ] = False,
 ) -> None:
     """The event log of a run (``--json``: the whole journal, as JSONL)."""
-    from trinity.store import Store
-
-    _, events = _read(db, run_id, Store.list_events)
+    events = _ask(db, lambda rt: rt.events(run_id))
     if json_output:
         for event in events:
-            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.write(event.model_dump_json(exclude={"run_id"}) + "\n")
         return
-    start = events[0]["ts"] if events else 0.0
+    start = events[0].ts if events else 0.0
     for event in events:
-        data = event["data"]
+        data = event.data
         if not changes:
             data = {key: value for key, value in data.items() if key != "changes"}
         text = json.dumps(data, ensure_ascii=False)
         out.print(
-            f"{event['seq']:5d} {event['ts'] - start:8.3f}s {event['kind']:<16} "
-            f"{(event['node'] or ''):<10} {escape(text[:300])}",
+            f"{event.seq:5d} {event.ts - start:8.3f}s {event.kind:<16} "
+            f"{(event.node or ''):<10} {escape(text[:300])}",
             highlight=False,
             soft_wrap=True,  # one line per event, whatever the terminal's width
         )
@@ -172,13 +138,12 @@ def runs_resume(
     json_output: JsonOption = False,
 ) -> None:
     """Continue a run: after a crash, Ctrl-C, SIGTERM, a cancel or an error."""
-    rt = runtime(settings(db))
-    row = _find(rt, run_id)
+    found = _ask(db, lambda rt: rt.find_run(run_id))
 
     def go(rt: Runtime, subscribers: list[EventSink]) -> Any:
-        return rt.resume(row["id"], model=model, subscribers=subscribers)
+        return rt.resume(found.id, model=model, subscribers=subscribers)
 
-    drive(rt, go, json_output, row["id"])
+    drive(runtime(settings(db)), go, json_output, found.id)
 
 
 @app.command("cancel")
@@ -200,8 +165,7 @@ def runs_cancel(
 
     rt = runtime(settings(db))
     try:
-        row = _find(rt, run_id)
-        said = run_main(rt.cancel_run(row["id"], grace))
+        said = run_main(rt.cancel_run(rt.find_run(run_id).id, grace))
     except TrinityError as exc:
         fail(str(exc))
     finally:
@@ -217,14 +181,13 @@ NoteOption = Annotated[
 def _decide(
     run_id: str, approve: bool, note: str | None, db: str | None, json_output: bool
 ) -> None:
-    rt = runtime(settings(db))
-    row = _find(rt, run_id)
+    found = _ask(db, lambda rt: rt.find_run(run_id))
 
     def go(rt: Runtime, subscribers: list[EventSink]) -> Any:
         decide = rt.approve if approve else rt.deny
-        return decide(row["id"], note, subscribers=subscribers)
+        return decide(found.id, note, subscribers=subscribers)
 
-    drive(rt, go, json_output, row["id"])
+    drive(runtime(settings(db)), go, json_output, found.id)
 
 
 @app.command("approve")
@@ -246,24 +209,22 @@ def runs_deny(
 @app.command("audit")
 def runs_audit(run_id: str, db: DbOption = None, json_output: JsonOption = False) -> None:
     """Every permission decision of a run: the policy's (allow / ask / deny) and people's."""
-    from trinity.store import Store
-
-    row, rows = _read(db, run_id, Store.list_audit)
+    found, rows = _ask(db, lambda rt: (rt.find_run(run_id), rt.audit(run_id)))
     if json_output:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps([entry.model_dump(mode="json") for entry in rows]))
         return
-    table = Table(title=f"Audit of run {row['id']}")
+    table = Table(title=f"Audit of run {found.id}")
     for column in ("time (UTC)", "step", "tool", "decision", "by", "rule", "reason", "args"):
         table.add_column(column, overflow="fold")
     for entry in rows:
         table.add_row(
-            when(entry["ts"]),
-            entry["step_id"] or "",
-            entry["tool"],
-            entry["decision"],
-            entry["actor"],
-            "" if entry["rule"] is None else str(entry["rule"]),
-            escape(entry["reason"]),
-            escape(json.dumps(entry["args"], ensure_ascii=False)[:200]),
+            when(entry.ts),
+            entry.step_id or "",
+            entry.tool,
+            entry.decision,
+            entry.actor,
+            "" if entry.rule is None else str(entry.rule),
+            escape(entry.reason),
+            escape(json.dumps(entry.args, ensure_ascii=False)[:200]),
         )
     out.print(table)

@@ -272,11 +272,44 @@ class Store(Records):
                 row = rows[0] if len(rows) == 1 else None
         return dict(row) if row else None
 
-    def list_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+    def list_runs(
+        self,
+        limit: int = 20,
+        *,
+        status: list[str] | None = None,
+        stop_reason: list[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        before: tuple[float, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first (ties by id), those matching every filter given; ``before``
+        ``(created_at, id)`` continues a listing after that run (keyset pagination)."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, values in (("status", status), ("stop_reason", stop_reason)):
+            if values:
+                where.append(f"{column} IN ({','.join('?' * len(values))})")
+                params += values
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(until)
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("task LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        if before is not None:
+            where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            params += [before[0], before[0], before[1]]
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
-            ).fetchall()
+            rows = conn.execute(sql, (*params, limit)).fetchall()
         return [dict(row) for row in rows]
 
     def count(self, table: Literal["runs", "events", "snapshots", "lessons", "audit"]) -> int:
@@ -363,11 +396,15 @@ class Store(Records):
             row = conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
         return int(row[0] or 0)
 
-    def list_events(self, run_id: str) -> list[dict[str, Any]]:
+    def list_events(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's events after ``after_seq``, in order, at most ``limit`` of them."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT seq, ts, kind, node, data FROM events WHERE run_id=? ORDER BY seq",
-                (run_id,),
+                "SELECT seq, ts, kind, node, data FROM events WHERE run_id=? AND seq>? "
+                "ORDER BY seq LIMIT ?",
+                (run_id, after_seq, -1 if limit is None else limit),
             ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
