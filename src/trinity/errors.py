@@ -9,7 +9,8 @@ Hierarchy::
     │   │                     (defined in trinity.tools.permissions)
     │   ├── ApprovalPendingError   a run waits for a person to approve or deny a tool call
     │   ├── RunBusyError      another live process is executing the run (it holds the lease)
-    │   └── NotFoundError     no run (or token…) with that id
+    │   ├── NotFoundError     no run (or token…) with that id
+    │   └── DuplicateRunError a run was already started with that idempotency key
     ├── ConfigError           model string, missing API key, unusable setting
     ├── LLMError              a provider call failed after its retries
     │   ├── LLMTimeoutError
@@ -64,6 +65,14 @@ class RunBusyError(InputError):
 
 class NotFoundError(InputError):
     """No run (or other record) with the id given."""
+
+
+class DuplicateRunError(InputError):
+    """A run was already started with this idempotency key: ``run_id`` is that run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"a run was already started with this idempotency key: {run_id}")
 
 
 class ConfigError(TrinityError):

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trinity.errors import PlanFileError
-from trinity.security.inputs import MAX_DEPTH, HostileInputError, load_json, load_yaml
+from trinity.security.inputs import MAX_DEPTH, HostileInputError, depth_of, load_json, load_yaml
 from trinity.state import Check, Plan, Step, StepSpec, VerificationLevel, task_checks
 
 PLAN_SUFFIXES = (".yaml", ".yml", ".json")
@@ -91,9 +91,16 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
         raise PlanFileError(name, f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise PlanFileError(name, f"cannot read: {exc.strerror}") from None
-    data = _parse(name, text)
+    return parse_plan_data(_parse(name, text), name, text)
+
+
+def parse_plan_data(data: Any, name: str = "plan", text: str | None = None) -> PlanFile:
+    """A plan file's content, already parsed (a JSON body), checked like a file: errors name
+    ``name`` and the field, and the line when ``text`` is the source."""
     if data is None:
         raise PlanFileError(name, "file is empty")
+    if depth_of(data) > MAX_DEPTH:
+        raise PlanFileError(name, f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise PlanFileError(name, f"expected a mapping with 'steps', got {type(data).__name__}", 1)
     try:
@@ -103,13 +110,13 @@ def load_plan_file(path: str | Path, *, max_bytes: int = 1_000_000) -> PlanFile:
         loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
         field = _dotted(loc)
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        line = _line_of(text, loc)
+        line = _line_of(text, loc) if text is not None else None
         message = error["msg"].removeprefix("Value error, ")
         raise PlanFileError(name, f"{field}: {message}{more}", line) from None
     duplicate = plan.duplicate_step()
     if duplicate is not None:
         step_id = plan.steps[duplicate].id
-        line = _line_of(text, ["steps", duplicate, "id"])
+        line = _line_of(text, ["steps", duplicate, "id"]) if text is not None else None
         raise PlanFileError(name, f"steps[{duplicate}].id: duplicate step id {step_id!r}", line)
     return plan
 

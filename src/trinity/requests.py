@@ -20,7 +20,7 @@ from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.ratelimit import check_rate_limits
 from trinity.llm.registry import check_model
-from trinity.plans import load_plan_file, looks_like_plan_file
+from trinity.plans import PlanFile, load_plan_file, looks_like_plan_file
 from trinity.state import OnInterrupted, Plan, VerificationLevel
 from trinity.store import Store
 from trinity.tools.base import ToolProvider
@@ -93,7 +93,7 @@ class Preparation:
 
     def prepare(
         self,
-        target: str,
+        target: str | PlanFile,
         *,
         model: str | None = None,
         workspace: str | Path | None = None,
@@ -116,11 +116,15 @@ class Preparation:
         The permission policy is ``permissions_file``, else the Runtime's ``permissions``, else
         ``settings.permissions_file``, else ``settings.permissions`` (inline), else none."""
         s = self.settings
-        if not target or not target.strip():
-            raise InputError("the task is empty: give a task in words or a plan file path")
         plan: Plan | None = None
         plan_file: str | None = None
-        if looks_like_plan_file(target):
+        if isinstance(target, PlanFile):  # a plan given as data (an API request's body)
+            plan = target.to_plan()
+            task = target.task.strip() or "inline plan"
+            verification = verification or target.verification
+        elif not target or not target.strip():
+            raise InputError("the task is empty: give a task in words or a plan file path")
+        elif looks_like_plan_file(target):
             plan_file = target.strip()
             parsed = load_plan_file(plan_file, max_bytes=s.max_plan_file_bytes)
             plan = parsed.to_plan()

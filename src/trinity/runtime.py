@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from trinity.config import Settings
@@ -22,6 +23,7 @@ from trinity.engine import resume_point
 from trinity.errors import (
     ApprovalPendingError,
     ConfigError,
+    DuplicateRunError,
     InputError,
     LeaseLostError,
     RunBusyError,
@@ -120,6 +122,20 @@ class Runtime(Preparation, RunQueries):
         :meth:`cancel` it from another task. Raises :class:`RunNotRecordedError` when the run
         ended but its end could not be written (the error says how to finish it).
         """
+        _, running = await self.launch(request, subscribers=subscribers)
+        return await running
+
+    async def launch(
+        self,
+        request: RunRequest,
+        *,
+        subscribers: Iterable[EventSink] = (),
+        idempotency_key: str | None = None,
+    ) -> tuple[str, asyncio.Task[RunState]]:
+        """Store the run durably, then run it in a task of the current event loop: returns
+        its id and that task (a server answers with the id at once). ``idempotency_key``
+        is stored with the run; a second launch with the same key raises
+        :class:`DuplicateRunError` naming the first run, and starts nothing."""
         state = RunState(
             run_id=uuid.uuid4().hex[:12],
             task=Task(
@@ -134,14 +150,27 @@ class Runtime(Preparation, RunQueries):
             mcp_servers_file=request.mcp_servers_file,
             started_at=time.time(),
         )
+        if idempotency_key is not None:
+            earlier = self.store.run_with_key(idempotency_key)
+            if earlier is not None:
+                raise DuplicateRunError(earlier)
         services = self._services(state)  # fails before anything is stored
         snapshot = state.model_dump_json(exclude_defaults=True)
         try:
-            await self.store.create_run(state, self._owner(), snapshot)
-        except BaseException:
+            await self.store.create_run(
+                state, self._owner(), snapshot, idempotency_key=idempotency_key
+            )
+        except BaseException as exc:
             await services.aclose()
+            raced = self.store.run_with_key(idempotency_key) if idempotency_key else None
+            if isinstance(exc, StoreError) and raced is not None:
+                raise DuplicateRunError(raced) from None  # another request won the race
             raise
-        return await self._execute(state, services, subscribers, 1, 0, len(snapshot))
+        running = asyncio.create_task(
+            self._execute(state, services, subscribers, 1, 0, len(snapshot)),
+            name=f"trinity-run-{state.run_id}",
+        )
+        return state.run_id, running
 
     async def resume(
         self,
@@ -375,18 +404,8 @@ class Runtime(Preparation, RunQueries):
             llm = make_provider(state.model, self.settings)
         tools = self._tools
         if tools is None:
-            try:
-                builtin = BuiltinTools(
-                    state.task.workspace,
-                    default_timeout_s=state.policy.tool_timeout_s,
-                    sandbox=self.sandbox(),
-                )
-            except OSError as exc:
-                raise InputError(f"cannot use workspace {state.task.workspace}: {exc}") from None
-            tools = ToolHub(
-                self._mcp_config(state.mcp_servers_file),
-                local=[builtin],
-                default_timeout_s=state.policy.tool_timeout_s,
+            tools = self.tool_hub(
+                state.task.workspace, state.mcp_servers_file, state.policy.tool_timeout_s
             )
         return Services(
             llm,
@@ -395,6 +414,24 @@ class Runtime(Preparation, RunQueries):
             owns_tools=self._tools is None,
             limiter=self._rate_limiter(),
         )
+
+    def tool_hub(
+        self,
+        workspace: str | Path | None = None,
+        mcp_servers_file: str | None = None,
+        tool_timeout_s: float | None = None,
+    ) -> ToolHub:
+        """The tools a run gets: the built-in ones in ``workspace`` (default: the settings'),
+        under this runtime's sandbox, and the MCP servers of ``mcp_servers_file`` (``None``:
+        the inline ``mcp_servers`` setting, if any). Not started: ``async with`` it."""
+        root = workspace if workspace is not None else self.settings.workspace
+        timeout = tool_timeout_s if tool_timeout_s is not None else self.settings.tool_timeout_s
+        try:
+            builtin = BuiltinTools(root, default_timeout_s=timeout, sandbox=self.sandbox())
+        except OSError as exc:
+            raise InputError(f"cannot use workspace {root}: {exc}") from None
+        servers = self._mcp_config(mcp_servers_file)
+        return ToolHub(servers, local=[builtin], default_timeout_s=timeout)
 
     def _rate_limiter(self) -> RateLimiter | None:
         """The process's rate limits (one limiter for every run of this runtime)."""

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trinity.cli.common import EXIT_OK, EXIT_STOPPED, JsonOption, err, fail, out, settings
+from trinity.cli.common import EXIT_OK, EXIT_STOPPED, JsonOption, err, fail, out, runtime, settings
 
 if TYPE_CHECKING:
     from trinity.config import Settings
@@ -29,24 +29,16 @@ WorkspaceOption = Annotated[
 
 
 def _hub(config: Settings, mcp: Path | None, workspace: Path | None) -> Any:
-    from trinity.tools import BuiltinTools, McpConfig, ToolHub, load_mcp_config, parse_mcp_config
-    from trinity.tools.sandbox import Sandbox
+    from trinity.errors import TrinityError
 
     path = mcp or config.mcp_servers_file
-    if path is not None:
-        servers = load_mcp_config(path)
-    elif config.mcp_servers:
-        servers = parse_mcp_config({"servers": config.mcp_servers}, source="mcp_servers setting")
-    else:
-        servers = McpConfig()
-    root = workspace or config.workspace
+    rt = runtime(config)
     try:
-        builtin = BuiltinTools(
-            root, default_timeout_s=config.tool_timeout_s, sandbox=Sandbox.from_settings(config)
-        )
-    except OSError as exc:
-        fail(f"cannot use workspace {root}: {exc}")
-    return ToolHub(servers, local=[builtin], default_timeout_s=config.tool_timeout_s)
+        return rt.tool_hub(workspace, str(Path(path).expanduser().resolve()) if path else None)
+    except TrinityError as exc:
+        fail(str(exc))
+    finally:
+        rt.close()
 
 
 @app.command("list")

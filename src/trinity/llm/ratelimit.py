@@ -70,6 +70,20 @@ def check_rate_limits(limits: Mapping[str, Any]) -> dict[str, RateLimit]:
     return checked
 
 
+def open_storage(storage: str) -> Any:
+    """The ``limits`` async storage for a ``rate_limit_storage`` URI (``memory://``,
+    ``redis://host:port``): shared by the LLM limits and the API's."""
+    from limits.storage import storage_from_string
+
+    uri = storage if storage.startswith("async+") else f"async+{storage}"
+    # Redis through redis-py's asyncio client (the `redis` extra), not limits' default.
+    options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
+    try:
+        return storage_from_string(uri, **options)
+    except Exception as exc:  # limits raises ConfigurationError / ImportError
+        raise ConfigError(f"rate_limit_storage {storage!r}: {exc}") from None
+
+
 class RateLimiter:
     """The rate limits of one process (shared by all its runs), from the settings."""
 
@@ -79,7 +93,6 @@ class RateLimiter:
         """``window_s``: the window the ``…_per_minute`` amounts apply to (tests shorten it)."""
         from limits import RateLimitItemPerSecond
         from limits.aio.strategies import MovingWindowRateLimiter
-        from limits.storage import storage_from_string
 
         self.window_s = window_s
         rules: list[_Rule] = []
@@ -92,14 +105,7 @@ class RateLimiter:
                 items.append(("tokens", RateLimitItemPerSecond(limit.tokens_per_minute, window_s)))
             rules.append(_Rule(pattern, limit, tuple(items)))
         self.rules = tuple(rules)
-        uri = storage if storage.startswith("async+") else f"async+{storage}"
-        # Redis through redis-py's asyncio client (the `redis` extra), not limits' default.
-        options = {"implementation": "redispy"} if uri.startswith("async+redis") else {}
-        try:
-            storage_backend = storage_from_string(uri, **options)
-        except Exception as exc:  # limits raises ConfigurationError / ImportError
-            raise ConfigError(f"rate_limit_storage {storage!r}: {exc}") from None
-        self._strategy: MovingWindowRateLimiter = MovingWindowRateLimiter(storage_backend)
+        self._strategy: MovingWindowRateLimiter = MovingWindowRateLimiter(open_storage(storage))
 
     def rule_for(self, model: str) -> _Rule | None:
         return next((rule for rule in self.rules if fnmatchcase(model, rule.pattern)), None)

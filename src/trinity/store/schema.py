@@ -145,6 +145,24 @@ MIGRATIONS: list[str] = [
     WHEN NEW.epoch != (SELECT lease_epoch FROM runs WHERE id = NEW.run_id)
     BEGIN SELECT RAISE(ABORT, 'trinity: lease lost'); END;
     """,
+    # 5: the service (issue 11): a POST's Idempotency-Key kept with the run it started, and
+    # API tokens (only a hash of each secret is kept)
+    """
+    ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX runs_idempotency ON runs(idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_status ON runs(status, created_at);
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL,        -- sha256 of the secret, hex
+        scopes TEXT NOT NULL,      -- comma-separated
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL,
+        last_used_at REAL
+    );
+    """,
 ]
 
 JOURNAL_VERSION = 4

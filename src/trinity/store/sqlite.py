@@ -38,7 +38,10 @@ from trinity.state import RunState
 from trinity.store.lease import LEASE_TTL_S, Owner
 from trinity.store.records import Records, _fts_query
 from trinity.store.schema import JOURNAL_VERSION, MIGRATIONS
+from trinity.store.tokens import TokenRecords
 from trinity.store.writer import GroupCommitWriter, Statement
+
+DUPLICATE_KEY = "a run with this idempotency key exists"
 
 __all__ = ["MIGRATIONS", "Store", "_fts_query", "default_db_path", "path_from_url"]
 
@@ -95,7 +98,7 @@ def check_not_empty(path: Path) -> None:
             )
 
 
-class Store(Records):
+class Store(Records, TokenRecords):
     """All persistence of one Trinity installation."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
@@ -210,16 +213,27 @@ class Store(Records):
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def create_run(self, state: RunState, owner: Owner, snapshot: str) -> asyncio.Future[None]:
+    def create_run(
+        self,
+        state: RunState,
+        owner: Owner,
+        snapshot: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[None]:
         """Insert a run, held by ``owner`` (lease epoch 1), with its first snapshot, in one
-        durable transaction: once the future resolves the run can always be resumed."""
+        durable transaction: once the future resolves the run can always be resumed. With an
+        ``idempotency_key`` that a run already has, nothing is written and the future fails
+        with a :class:`StoreError` saying :data:`DUPLICATE_KEY`."""
         expires = time.time() + LEASE_TTL_S
         return self.writer.write_all(
             [
                 Statement(
                     "INSERT INTO runs (id, task, plan_file, model, workspace, status, created_at, "
-                    "lease_owner, lease_expires_at, lease_epoch) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                    "lease_owner, lease_expires_at, lease_epoch, idempotency_key) "
+                    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ? "
+                    "WHERE ? IS NULL OR NOT EXISTS "
+                    "(SELECT 1 FROM runs WHERE idempotency_key = ?)",
                     (
                         state.run_id,
                         state.task.text,
@@ -230,11 +244,24 @@ class Store(Records):
                         state.started_at,
                         owner.to_json(),
                         expires,
+                        idempotency_key,
+                        idempotency_key,
+                        idempotency_key,
                     ),
+                    expect_rows=1,
+                    mismatch=DUPLICATE_KEY,
                 ),
                 *self.snapshot_statements(state.run_id, 1, 0, snapshot),
             ]
         )
+
+    def run_with_key(self, idempotency_key: str) -> str | None:
+        """The id of the run started with this idempotency key, if any."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT id FROM runs WHERE idempotency_key=?", (idempotency_key,)
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def finish_statements(self, state: RunState, report: str, epoch: int) -> list[Statement]:
         """A run's outcome and the release of its lease (fenced: nothing is written unless this
