@@ -177,6 +177,19 @@ class Settings(BaseSettings):
         description="Where rate limit counts live: memory:// (this process) or "
         "redis://host:port (shared by every worker)",
     )
+    api_rate_limits: dict[str, str] = Field(
+        default_factory=lambda: {"read": "600/minute", "write": "60/minute"},
+        description="API requests per token and route class (read: GET; write: starting, "
+        "cancelling, approving), in the limits library's notation ('600/minute'); counted in "
+        "rate_limit_storage",
+    )
+    api_max_body_bytes: int = Field(
+        default=1_000_000, ge=1_000, description="Largest API request body accepted"
+    )
+    api_allow_scripted: bool = Field(
+        default=False,
+        description="Let API requests use scripted:PATH models (they read files on the server)",
+    )
     keyring: bool = Field(
         default=False,
         description="Read API keys that are not set otherwise from the OS keyring "

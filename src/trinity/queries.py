@@ -81,6 +81,13 @@ class RunQueries:
             for event in self.store.list_events(full, after_seq, limit)
         ]
 
+    def events_of_all_runs(self, after: tuple[str, int], limit: int = 1000) -> list[EventRecord]:
+        """Events of every run written after event ``after`` = ``(run_id, seq)``, in order."""
+        return [
+            EventRecord(**event)
+            for event in self.store.events_of_all_runs_after(after[0], after[1], limit)
+        ]
+
     def audit(self, run_id: str) -> list[AuditEntry]:
         """Every permission decision of the run, oldest first."""
         full = self._row(run_id)["id"]

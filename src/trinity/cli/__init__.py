@@ -21,7 +21,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from trinity.cli import doctor, mcp, run, runs, secrets, tools
+from trinity.cli import doctor, mcp, run, runs, secrets, serve, tokens, tools
 from trinity.cli.common import EXIT_INTERNAL, err
 from trinity.security.secrets import redact
 
@@ -38,6 +38,8 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(tools.app, name="tools")
 app.add_typer(mcp.app, name="mcp")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(tokens.app, name="tokens")
+app.command("serve")(serve.serve)
 
 
 class _OneLine(logging.Formatter):

@@ -435,6 +435,19 @@ class Store(Records, TokenRecords):
             ).fetchall()
         return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
 
+    def events_of_all_runs_after(
+        self, run_id: str, seq: int, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Events of every run written after event ``seq`` of ``run_id``, in the order they
+        were written (an SSE stream of all runs resuming); none when that event is unknown."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT run_id, seq, ts, kind, node, data FROM events WHERE rowid > "
+                "(SELECT rowid FROM events WHERE run_id=? AND seq=?) ORDER BY rowid LIMIT ?",
+                (run_id, seq, limit),
+            ).fetchall()
+        return [{**dict(row), "data": json.loads(row["data"])} for row in rows]
+
     def changes_after(self, run_id: str, seq: int) -> Iterator[list[Any]]:
         """The state changes a run's journal entries after event ``seq`` carry, in order."""
         kinds = ", ".join(f"'{kind}'" for kind in sorted(JOURNAL_KINDS))

@@ -1,0 +1,164 @@
+"""The FastAPI application: :func:`create_app` and the services its lifespan runs."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trinity.config import Settings
+from trinity.errors import ConfigError
+from trinity.runtime import Runtime
+from trinity.server import problems
+from trinity.server.auth import ApiLimits
+from trinity.server.executor import RunExecutor
+from trinity.server.live import LiveEvents
+
+log = logging.getLogger(__name__)
+API_VERSION = "1"
+
+
+@dataclass
+class ServerState:
+    """What the routes share (``app.state.trinity``)."""
+
+    runtime: Runtime
+    executor: RunExecutor
+    live: LiveEvents
+    limits: ApiLimits
+    auth: bool
+    allow_scripted: bool
+    mcp_servers_file: str | None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    auth: bool = True,
+    host: str = "127.0.0.1",
+) -> FastAPI:
+    """The service: ``/v1`` API, live events, health, and the dashboard at ``/``.
+
+    ``auth=False`` (every route open) is refused unless ``host`` is a loopback address.
+    ``runtime`` replaces the one the settings make (tests, embedding).
+    """
+    settings = settings or (runtime.settings if runtime is not None else Settings())
+    if not auth and not is_loopback(host):
+        raise ConfigError(
+            f"--no-auth only on a loopback address (127.0.0.1, ::1, localhost), not {host!r}: "
+            "anyone who reaches the port could run commands"
+        )
+    rt = runtime or Runtime(settings)
+    servers_file = settings.mcp_servers_file
+    state = ServerState(
+        runtime=rt,
+        executor=RunExecutor(rt),
+        live=LiveEvents(),
+        limits=ApiLimits(settings.api_rate_limits, settings.rate_limit_storage),
+        auth=auth,
+        allow_scripted=settings.api_allow_scripted,
+        mcp_servers_file=str(Path(servers_file).expanduser().resolve()) if servers_file else None,
+    )
+    rt.subscribe(state.live.publish)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _ = rt.store  # open (and migrate) the database before the first request
+        try:
+            yield
+        finally:
+            await state.executor.stop()
+            state.live.close()
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="Trinity Runtime",
+        version=API_VERSION,
+        description="Run autonomous, tool-using AI tasks: start, watch, approve and cancel runs.",
+        lifespan=lifespan,
+    )
+    app.state.trinity = state
+    problems.install(app)
+    from trinity.server.api import events, runs, system
+
+    app.include_router(system.router)
+    app.include_router(runs.router)
+    app.include_router(events.router)
+    from trinity.server.dashboard import routes as dashboard
+
+    app.include_router(dashboard.router)
+    dashboard.mount_static(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    return app
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` (413), whether or not it says its length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    import json
+
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": "Request too large",
+            "status": 413,
+            "detail": f"the request body is over {limit} bytes (api_max_body_bytes)",
+        }
+    ).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

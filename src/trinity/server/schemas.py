@@ -1,0 +1,83 @@
+"""The API's request and response bodies. Requests are strict: an unknown field is refused
+with its name, and sizes are capped."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trinity.state import VerificationLevel
+from trinity.views import RunSummary
+
+MAX_TASK_CHARS = 20_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunLimitsBody(Strict):
+    """Limits of one run; unset ones take the server's settings."""
+
+    max_steps: int | None = Field(default=None, ge=1, le=100_000)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    token_budget: int | None = Field(default=None, ge=1)
+    cost_budget_usd: float | None = Field(default=None, gt=0)
+    node_timeout_s: float | None = Field(default=None, gt=0)
+    llm_timeout_s: float | None = Field(default=None, gt=0)
+    tool_timeout_s: float | None = Field(default=None, gt=0)
+    max_replans: int | None = Field(default=None, ge=0, le=100)
+
+
+class CreateRun(Strict):
+    """A run to start: a task in words (with a model), or an inline plan."""
+
+    task: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_CHARS)
+    plan: dict[str, Any] | None = Field(
+        default=None, description="A plan file's content (task, steps…), as JSON"
+    )
+    model: str | None = Field(default=None, max_length=500)
+    verification: VerificationLevel | None = None
+    limits: RunLimitsBody = Field(default_factory=RunLimitsBody)
+    permissions: dict[str, Any] | None = Field(
+        default=None, description="A permission policy (the YAML file's content, as JSON)"
+    )
+
+
+class RunCreated(BaseModel):
+    run: RunSummary
+    created: bool
+    """False when the Idempotency-Key had already started this run."""
+
+
+class Decision(Strict):
+    note: str | None = Field(default=None, max_length=2_000)
+
+
+class CancelBody(Strict):
+    grace_s: float = Field(default=5.0, ge=0, le=3600)
+    """Seconds the current step may finish in before the run is stopped by force."""
+
+
+class Accepted(BaseModel):
+    run_id: str
+    status: Literal["accepted"] = "accepted"
+    detail: str = ""
+
+
+class ToolInfo(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    server: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    instance: str | None = None
