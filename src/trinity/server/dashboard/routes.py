@@ -71,7 +71,13 @@ def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(
         request,
         name,
-        {"csrf": csrf_token(request), "auth": server.auth, "now": time.time(), **context},
+        {
+            "csrf": csrf_token(request),
+            "auth": server.auth,
+            "logged_in": True,
+            "now": time.time(),
+            **context,
+        },
     )
 
 
@@ -81,7 +87,7 @@ def _login() -> RedirectResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, error: str = "") -> HTMLResponse:
-    return _render(request, "login.html", error=error)
+    return _render(request, "login.html", error=error, logged_in=False)
 
 
 @router.post("/login")
@@ -90,7 +96,7 @@ async def login(request: Request, token: Annotated[str, Form(max_length=200)]) -
     try:
         await run_in_threadpool(verify_token, server.runtime.store, token)
     except AuthError as exc:
-        return _render(request, "login.html", error=str(exc))
+        return _render(request, "login.html", error=str(exc), logged_in=False)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE,
