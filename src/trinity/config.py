@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         default=False,
         description="Let API requests use scripted:PATH models (they read files on the server)",
     )
+    orphan_scan_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often trinity serve --resume-orphans looks for runs whose process died",
+    )
     keyring: bool = Field(
         default=False,
         description="Read API keys that are not set otherwise from the OS keyring "

@@ -15,6 +15,12 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="No tokens needed (loopback addresses only)")
     ] = False,
+    resume_orphans: Annotated[
+        bool,
+        typer.Option(
+            "--resume-orphans", help="Resume runs whose process died (their lease is free)"
+        ),
+    ] = False,
     db: DbOption = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
@@ -27,7 +33,7 @@ def serve(
 
     config = settings(db)
     try:
-        app = create_app(config, auth=not no_auth, host=host)
+        app = create_app(config, auth=not no_auth, host=host, resume_orphans=resume_orphans)
     except TrinityError as exc:
         fail(str(exc))
     shown = f"[{host}]" if ":" in host else host

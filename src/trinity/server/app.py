@@ -20,6 +20,7 @@ from trinity.server import problems
 from trinity.server.auth import ApiLimits
 from trinity.server.executor import RunExecutor
 from trinity.server.live import LiveEvents
+from trinity.server.orphans import OrphanResumer
 
 log = logging.getLogger(__name__)
 API_VERSION = "1"
@@ -53,11 +54,14 @@ def create_app(
     runtime: Runtime | None = None,
     auth: bool = True,
     host: str = "127.0.0.1",
+    resume_orphans: bool = False,
 ) -> FastAPI:
     """The service: ``/v1`` API, live events, health, and the dashboard at ``/``.
 
     ``auth=False`` (every route open) is refused unless ``host`` is a loopback address.
-    ``runtime`` replaces the one the settings make (tests, embedding).
+    ``runtime`` replaces the one the settings make (tests, embedding). ``resume_orphans``:
+    resume runs whose process died (:mod:`trinity.server.orphans`), every
+    ``settings.orphan_scan_s``.
     """
     settings = settings or (runtime.settings if runtime is not None else Settings())
     if not auth and not is_loopback(host):
@@ -77,13 +81,18 @@ def create_app(
         mcp_servers_file=str(Path(servers_file).expanduser().resolve()) if servers_file else None,
     )
     rt.subscribe(state.live.publish)
+    orphans = OrphanResumer(state.executor, settings.orphan_scan_s) if resume_orphans else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _ = rt.store  # open (and migrate) the database before the first request
+        if orphans is not None:
+            orphans.start()
         try:
             yield
         finally:
+            if orphans is not None:
+                await orphans.stop()
             await state.executor.stop()
             state.live.close()
             if runtime is None:

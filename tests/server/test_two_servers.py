@@ -1,0 +1,137 @@
+"""Two ``trinity serve`` processes on one database: a run is executed by one of them only;
+when that one is killed (SIGKILL) the other, started with --resume-orphans, takes the run over
+and finishes it without repeating a side effect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import plan, sleep
+
+TRINITY = [sys.executable, "-m", "trinity"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _append(name: str, line: str) -> dict[str, Any]:
+    args = {"path": "ledger.txt", "content": line + "\n", "append": True}
+    return {"id": name, "tool": "fs.write", "args": args}
+
+
+class Serve:
+    def __init__(self, tmp: Path, env: dict[str, str], *extra: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [*TRINITY, "serve", "--port", str(self.port), "--db", str(tmp / "t.db"), *extra],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        until = time.monotonic() + 30
+        while time.monotonic() < until:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(f"server did not start: {self.proc.stderr}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def two(tmp_path: Path) -> Iterator[tuple[Serve, Serve, str]]:
+    env = {
+        **os.environ,
+        "TRINITY_WORKSPACE": str(tmp_path / "ws"),
+        "TRINITY_ON_INTERRUPTED": "rerun",
+        "TRINITY_ORPHAN_SCAN_S": "0.3",
+        "TRINITY_SANDBOX": "off",
+    }
+    made = subprocess.run(
+        [
+            *TRINITY,
+            "tokens",
+            "create",
+            "--name",
+            "t",
+            "--scope",
+            "admin",
+            "--json",
+            "--db",
+            str(tmp_path / "t.db"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    secret = json.loads(made.stdout)["token"]
+    a = Serve(tmp_path, env, "--resume-orphans")
+    b = Serve(tmp_path, env, "--resume-orphans")
+    try:
+        yield a, b, secret
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_killed_server_s_run_is_taken_over_once(
+    two: tuple[Serve, Serve, str], tmp_path: Path
+) -> None:
+    a, b, secret = two
+    headers = {"Authorization": f"Bearer {secret}"}
+    steps = [_append("one", "one"), sleep(3, "nap"), _append("two", "two")]
+    with httpx.Client(headers=headers, timeout=10) as http:
+        run_id = http.post(f"{a.url}/v1/runs", json={"plan": plan(*steps)}).json()["run"]["id"]
+        until = time.monotonic() + 20
+        while not any(
+            e["kind"] == "tool_call" and e["data"]["step"] == "nap"
+            for e in http.get(f"{a.url}/v1/runs/{run_id}/events").json()
+        ):
+            assert time.monotonic() < until, "the run never reached its second step"
+            time.sleep(0.05)
+        # A executes it: B, scanning for orphans, leaves it alone
+        time.sleep(1.0)
+        owner = json.loads(http.get(f"{b.url}/v1/runs/{run_id}").json()["lease_owner"])
+        assert owner["pid"] == a.proc.pid
+        os.killpg(a.proc.pid, signal.SIGKILL)
+        a.proc.wait(10)
+        until = time.monotonic() + 40
+        while (run := http.get(f"{b.url}/v1/runs/{run_id}").json())["status"] != "succeeded":
+            assert time.monotonic() < until, f"B did not finish the run: {run['status']}"
+            time.sleep(0.2)
+        events = http.get(f"{b.url}/v1/runs/{run_id}/events").json()
+    assert (tmp_path / "ws" / "ledger.txt").read_text() == "one\ntwo\n"  # nothing twice
+    assert json.loads(run["lease_owner"] or "null") is None
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert sum(e["kind"] == "run_started" for e in events) == 2  # started, then resumed once
