@@ -25,6 +25,7 @@ from trinity.server.auth import RateLimited
 log = logging.getLogger(__name__)
 TITLES = {
     400: "Bad request",
+    405: "Method not allowed",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not found",
@@ -88,7 +89,16 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return problem(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Every method the path has, not only those of the first route that matched it.
+            allowed = set()
+            for route in request.app.routes:
+                match = getattr(route, "path_regex", None)
+                if match is not None and match.match(request.url.path):
+                    allowed |= set(getattr(route, "methods", None) or ())
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return problem(exc.status_code, str(exc.detail), headers or None)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)

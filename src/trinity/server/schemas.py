@@ -33,6 +33,11 @@ class RunLimitsBody(Strict):
 class CreateRun(Strict):
     """A run to start: a task in words (with a model), or an inline plan."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": ["task"]}, {"required": ["plan"]}]},
+    )
+
     task: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_CHARS)
     plan: dict[str, Any] | None = Field(
         default=None, description="A plan file's content (task, steps…), as JSON"
@@ -81,3 +86,39 @@ class Problem(BaseModel):
     status: int
     detail: str = ""
     instance: str | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route can answer, as problem details."""
+    said = {
+        400: "The body is not JSON (or not UTF-8)",
+        401: "No valid token (missing, unknown, revoked or expired)",
+        403: "The token lacks the scope this route needs",
+        404: "No run with that id",
+        409: "The run is busy elsewhere or waits for an approval",
+        413: "The request body is too large",
+        422: "The request is not valid: the detail names what",
+        429: "Rate limit reached: see Retry-After",
+        503: "The database cannot be written",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": said[status],
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for status in statuses
+    }
+
+
+COMMON_PROBLEMS = problems(400, 401, 403, 413, 422, 429, 503)
+RUN_PROBLEMS = problems(400, 401, 403, 404, 409, 413, 422, 429, 503)
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: one message per event (id, event = its kind, data = "
+        "the event as JSON), and a comment every 15 s",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}

@@ -17,9 +17,10 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from trinity.server.auth import Caller, require
+from trinity.server.schemas import EVENT_STREAM, RUN_PROBLEMS
 from trinity.views import EventRecord
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], responses=RUN_PROBLEMS)
 READ = Depends(require("runs:read"))
 HEARTBEAT_S = 15
 
@@ -33,7 +34,9 @@ def _plain(record: EventRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-@router.get("/runs/{run_id}/events/stream")
+@router.get(
+    "/runs/{run_id}/events/stream", response_class=EventSourceResponse, responses=EVENT_STREAM
+)
 async def run_stream(
     run_id: str,
     request: Request,
@@ -71,7 +74,7 @@ async def run_stream(
     return EventSourceResponse(messages(), ping=HEARTBEAT_S)
 
 
-@router.get("/events/stream")
+@router.get("/events/stream", response_class=EventSourceResponse, responses=EVENT_STREAM)
 async def all_runs_stream(
     request: Request,
     caller: Annotated[Caller, READ],

@@ -10,10 +10,17 @@ from starlette.concurrency import run_in_threadpool
 from trinity.errors import DuplicateRunError, InputError
 from trinity.security.tokens import AuthError
 from trinity.server.auth import Caller, require
-from trinity.server.schemas import Accepted, CancelBody, CreateRun, Decision, RunCreated
+from trinity.server.schemas import (
+    RUN_PROBLEMS,
+    Accepted,
+    CancelBody,
+    CreateRun,
+    Decision,
+    RunCreated,
+)
 from trinity.views import AuditEntry, EventRecord, RunDetail, RunFilter, RunPage
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], responses=RUN_PROBLEMS)
 READ = Depends(require("runs:read"))
 WRITE = Depends(require("runs:write", "write"))
 APPROVE = Depends(require("approvals", "write"))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from trinity.server.auth import Caller, require
-from trinity.server.schemas import ToolInfo
+from trinity.server.schemas import COMMON_PROBLEMS, ToolInfo
 
 router = APIRouter(tags=["system"])
 
@@ -37,7 +37,7 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/v1/tools", response_model=list[ToolInfo])
+@router.get("/v1/tools", response_model=list[ToolInfo], responses=COMMON_PROBLEMS)
 async def list_tools(
     request: Request, caller: Annotated[Caller, Depends(require("runs:read"))]
 ) -> list[ToolInfo]:
