@@ -87,6 +87,12 @@ async def load(
     }
 
 
+async def settle(client: httpx.AsyncClient) -> None:
+    """Wait until the server runs nothing: each measurement starts on an idle server."""
+    while (await client.get("/v1/runs", params={"status": "running", "limit": 1})).json()["runs"]:
+        await asyncio.sleep(0.2)
+
+
 async def fan_out(
     base: str, headers: dict[str, str], subscribers: int, steps: int
 ) -> dict[str, Any]:
@@ -198,7 +204,7 @@ async def main(quick: bool) -> None:
             ) as client:
                 if concurrency == 10:  # a few hundred runs in the database first
                     await load(client, "POST", "/v1/runs", int(300 * scale), 10)
-                    await asyncio.sleep(2)
+                    await settle(client)
                 for method, path, total in (
                     ("GET", "/healthz", 3000),
                     ("GET", "/v1/runs?limit=50", 2000),
@@ -217,7 +223,7 @@ async def main(quick: bool) -> None:
                             str(result["errors"]),
                         ]
                     )
-                    await asyncio.sleep(1 if method == "POST" else 0.2)  # let the runs finish
+                    await settle(client)  # the POSTed runs finish before the next row
         print(
             table(
                 "API load (trinity serve on loopback, clients in one asyncio process)",
