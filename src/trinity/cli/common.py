@@ -5,7 +5,9 @@ inside their functions, so ``trinity --help`` loads none of them."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -57,6 +59,31 @@ def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
     # soft_wrap: one line whatever the terminal width, so logs and greps see the whole message
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def failing(code: int = EXIT_INPUT) -> Iterator[None]:
+    """Any :class:`~trinity.errors.TrinityError` inside becomes ``error: <message>`` and exit
+    ``code``: the one place the CLI turns an error into an exit code (``drive`` adds the codes
+    of a run's own ends)."""
+    from trinity.errors import TrinityError
+
+    try:
+        yield
+    except TrinityError as exc:
+        fail(str(exc), code)
+
+
+@contextlib.contextmanager
+def session(db: str | None = None, config: Settings | None = None) -> Iterator[Runtime]:
+    """A runtime on the database (``--db``) for one command, closed after it; its errors are
+    :func:`failing`'s."""
+    rt = runtime(config or settings(db))
+    try:
+        with failing():
+            yield rt
+    finally:
+        rt.close()
 
 
 def when(ts: float | None) -> str:

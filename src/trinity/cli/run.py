@@ -23,6 +23,7 @@ from trinity.cli.common import (
     JsonOption,
     err,
     fail,
+    failing,
     runtime,
     settings,
 )
@@ -162,7 +163,6 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run a task through the five agents."""
-    from trinity.errors import TrinityError
     from trinity.state import VerificationLevel
 
     config = settings(db)
@@ -175,7 +175,7 @@ def run(
         fail(f"--verify must be one of {', '.join(VerificationLevel)}, got {verify!r}")
     if on_interrupted is not None and on_interrupted not in set(OnInterrupted):
         fail(f"--on-interrupted must be one of {', '.join(OnInterrupted)}, got {on_interrupted!r}")
-    try:
+    with failing():
         if record is not None:
             from trinity.llm.registry import check_model, make_provider
             from trinity.llm.scripted import RecordingProvider
@@ -203,8 +203,6 @@ def run(
             tool_timeout_s=tool_timeout,
             on_interrupted=on_interrupted,
         )
-    except TrinityError as exc:
-        fail(str(exc))
     if not json_output:
         err.print(f"[bold]trinity[/] {escape(request.task[:200])}", highlight=False)
 

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trinity.cli.common import DbOption, JsonOption, err, fail, out, runtime, settings, when
+from trinity.cli.common import DbOption, JsonOption, err, out, runtime, session, settings, when
 from trinity.cli.run import drive
 
 if TYPE_CHECKING:
@@ -28,15 +28,8 @@ app = typer.Typer(
 def _ask(db: str | None, question: Callable[[Runtime], T]) -> T:
     """``question(runtime)`` (one of its queries); an unknown run, or a database that cannot
     be read, is exit 2."""
-    from trinity.errors import TrinityError
-
-    rt = runtime(settings(db))
-    try:
+    with session(db) as rt:
         return question(rt)
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
 
 
 @app.command("list")
@@ -161,15 +154,9 @@ def runs_cancel(
     once the grace period is over (its tool processes are killed). A run whose process died is
     recorded as cancelled. Either way it can be resumed later."""
     from trinity.engine.aio import run_main
-    from trinity.errors import TrinityError
 
-    rt = runtime(settings(db))
-    try:
+    with session(db) as rt:
         said = run_main(rt.cancel_run(rt.find_run(run_id).id, grace))
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
     err.print(said, soft_wrap=True)
 
 

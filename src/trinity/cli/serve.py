@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from trinity.cli.common import DbOption, err, fail, settings
+from trinity.cli.common import DbOption, err, failing, settings
 
 
 def serve(
@@ -28,14 +28,11 @@ def serve(
     process. Every route but /healthz and /readyz needs a token (`trinity tokens create`)."""
     import uvicorn
 
-    from trinity.errors import TrinityError
     from trinity.server import create_app
 
     config = settings(db)
-    try:
+    with failing():
         app = create_app(config, auth=not no_auth, host=host, resume_orphans=resume_orphans)
-    except TrinityError as exc:
-        fail(str(exc))
     shown = f"[{host}]" if ":" in host else host
     err.print(f"Trinity serving on http://{shown}:{port} (API docs at /docs)", soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)

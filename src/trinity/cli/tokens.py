@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from trinity.cli.common import DbOption, JsonOption, err, fail, out, runtime, settings, when
+from trinity.cli.common import DbOption, JsonOption, err, fail, out, session, when
 
 app = typer.Typer(help="API tokens for trinity serve.", no_args_is_help=True)
 
@@ -28,18 +28,12 @@ def tokens_create(
     json_output: JsonOption = False,
 ) -> None:
     """Make a token and print it (once: only its hash is kept)."""
-    from trinity.errors import TrinityError
     from trinity.security.tokens import create_token, parse_duration, parse_scopes
 
-    rt = runtime(settings(db))
-    try:
+    with session(db) as rt:
         scopes = parse_scopes(scope)
         lifetime = parse_duration(expires) if expires else None
         token, secret = create_token(rt.store, name, scopes, lifetime)
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
     if json_output:
         out.print_json(json.dumps({"id": token.id, "name": token.name, "token": secret}))
         return
@@ -55,16 +49,10 @@ def tokens_create(
 @app.command("list")
 def tokens_list(db: DbOption = None, json_output: JsonOption = False) -> None:
     """Every token: id, name, scopes, when made, last used, expiry, revocation (no secrets)."""
-    from trinity.errors import TrinityError
     from trinity.security.tokens import list_tokens
 
-    rt = runtime(settings(db))
-    try:
+    with session(db) as rt:
         tokens = list_tokens(rt.store)
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
     rows = [
         {
             "id": t.id,
@@ -101,15 +89,8 @@ def tokens_revoke(token_id: str, db: DbOption = None) -> None:
     """Revoke a token at once (by its id, as `tokens list` shows it)."""
     import time
 
-    from trinity.errors import TrinityError
-
-    rt = runtime(settings(db))
-    try:
+    with session(db) as rt:
         if rt.store.get_token(token_id) is None:
             fail(f"no token with id {token_id!r} (see `trinity tokens list`)")
         rt.store.revoke_token(token_id, time.time())
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
     err.print(f"token {token_id} revoked")

@@ -11,7 +11,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from trinity.cli.common import EXIT_OK, EXIT_STOPPED, JsonOption, err, fail, out, runtime, settings
+from trinity.cli.common import (
+    EXIT_OK,
+    EXIT_STOPPED,
+    JsonOption,
+    err,
+    fail,
+    failing,
+    out,
+    session,
+    settings,
+)
 
 if TYPE_CHECKING:
     from trinity.config import Settings
@@ -29,16 +39,9 @@ WorkspaceOption = Annotated[
 
 
 def _hub(config: Settings, mcp: Path | None, workspace: Path | None) -> Any:
-    from trinity.errors import TrinityError
-
     path = mcp or config.mcp_servers_file
-    rt = runtime(config)
-    try:
+    with session(config=config) as rt:
         return rt.tool_hub(workspace, str(Path(path).expanduser().resolve()) if path else None)
-    except TrinityError as exc:
-        fail(str(exc))
-    finally:
-        rt.close()
 
 
 @app.command("list")
@@ -57,12 +60,9 @@ def tools_list(
             await hub.aclose()
 
     from trinity.engine.aio import run_main
-    from trinity.errors import TrinityError
 
-    try:
+    with failing():
         specs, problems = run_main(listing())
-    except TrinityError as exc:
-        fail(str(exc))
     for server, problem in (problems or {}).items():
         err.print(f"[yellow]warning:[/] server {server!r}: {escape(str(problem))}", soft_wrap=True)
     if json_output:
@@ -103,7 +103,6 @@ def tools_call(
 ) -> None:
     """Call one tool directly (to debug a server). The permission policy still applies."""
     from trinity.engine.aio import run_main
-    from trinity.errors import TrinityError
     from trinity.tools.permissions import PermissionPolicy
 
     try:
@@ -113,15 +112,13 @@ def tools_call(
     if not isinstance(parsed, dict):
         fail(f"--args must be a JSON object, got {type(parsed).__name__}")
     config = settings(None)
-    try:
+    with failing():
         policy = None
         policy_file = permissions or config.permissions_file
         if policy_file is not None:
             policy = PermissionPolicy.load(policy_file)
         elif config.permissions:
             policy = PermissionPolicy.from_data(config.permissions, source="permissions setting")
-    except TrinityError as exc:
-        fail(str(exc))
     if policy is not None:
         root = Path(workspace or config.workspace).expanduser().resolve()
         decision = policy.check(name, parsed, workspace=root)
@@ -137,10 +134,8 @@ def tools_call(
         finally:
             await hub.aclose()
 
-    try:
+    with failing():
         result = run_main(calling())
-    except TrinityError as exc:
-        fail(str(exc))
     if json_output:
         out.print_json(result.model_dump_json())
     elif result.ok:
