@@ -34,7 +34,7 @@ WEAKER = {"runs:read": "approvals", "runs:write": "runs:read", "approvals": "run
 def _client(app: Any, secret: str | None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {secret}"} if secret else {}
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080", headers=headers
     )
 
 
@@ -114,3 +114,24 @@ async def test_scripted_models_are_refused_unless_allowed(
     async with app.router.lifespan_context(app), _client(app, None) as client:
         answer = await client.post("/v1/runs", json={"task": "x", "model": "scripted:/etc/passwd"})
     assert answer.status_code == 422 and "api_allow_scripted" in answer.json()["detail"]
+
+
+async def test_without_tokens_only_loopback_names_are_answered(server_settings: Settings) -> None:
+    """DNS rebinding: a page on evil.example that resolves its name to 127.0.0.1 sends
+    Host: evil.example (and its Origin); a no-auth server must refuse it."""
+    app = create_app(server_settings, auth=False, host="127.0.0.1")
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        for base, origin, status in [
+            ("http://127.0.0.1:8080", None, 200),
+            ("http://localhost:8080", "http://localhost:8080", 200),
+            ("http://[::1]:8080", None, 200),
+            ("http://evil.example:8080", None, 421),
+            ("http://127.0.0.1:8080", "http://evil.example", 421),
+        ]:
+            headers = {"origin": origin} if origin else {}
+            async with httpx.AsyncClient(transport=transport, base_url=base) as client:
+                answer = await client.get("/v1/runs", headers=headers)
+            assert answer.status_code == status, (base, origin, answer.text)
+            if status == 421:
+                assert "DNS-rebinding" in answer.json()["detail"]

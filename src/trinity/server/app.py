@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from trinity.config import Settings
 from trinity.errors import ConfigError
 from trinity.runtime import Runtime
+from trinity.security.loopback import allowed_request, is_loopback, loopback_names
 from trinity.server import problems
 from trinity.server.auth import ApiLimits
 from trinity.server.executor import RunExecutor
@@ -37,15 +37,6 @@ class ServerState:
     auth: bool
     allow_scripted: bool
     mcp_servers_file: str | None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def create_app(
@@ -116,7 +107,32 @@ def create_app(
     app.include_router(dashboard.router)
     dashboard.mount_static(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    if not auth:
+        # No tokens: a web page that rebinds its own name to 127.0.0.1 could drive this
+        # server from the user's browser. Only requests for a loopback name are answered.
+        app.add_middleware(LoopbackOnly, names=loopback_names(host))
     return app
+
+
+class LoopbackOnly:
+    """Refuses (421) a request whose ``Host`` or ``Origin`` is not a loopback name."""
+
+    def __init__(self, app: ASGIApp, names: set[str]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            if not allowed_request(headers.get("host"), headers.get("origin"), self.names):
+                detail = (
+                    f"this server runs without tokens (--no-auth), so it answers only requests "
+                    f"for a loopback name; Host {headers.get('host')!r} / Origin "
+                    f"{headers.get('origin')!r} refused (DNS-rebinding protection)"
+                )
+                await _problem(send, 421, "Misdirected request", detail)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -155,19 +171,20 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
+    detail = f"the request body is over {limit} bytes (api_max_body_bytes)"
+    await _problem(send, 413, "Request too large", detail)
+
+
+async def _problem(send: Send, status: int, title: str, detail: str) -> None:
+    """A problem-details answer from a middleware (before FastAPI's handlers)."""
     import json
 
     body = json.dumps(
-        {
-            "type": "about:blank",
-            "title": "Request too large",
-            "status": 413,
-            "detail": f"the request body is over {limit} bytes (api_max_body_bytes)",
-        }
+        {"type": "about:blank", "title": title, "status": status, "detail": detail}
     ).encode()
     headers: list[Any] = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

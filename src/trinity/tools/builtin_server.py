@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import os
 import socket
@@ -43,6 +42,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.memory import create_client_server_memory_streams
 from pydantic import ValidationError
 
+from trinity.security.loopback import is_loopback, loopback_names
 from trinity.security.secrets import redact_result
 from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
@@ -264,7 +264,7 @@ def http_app(
     browser). ``auth_token``, when given, is required as ``Authorization: Bearer <token>`` on
     every request.
     """
-    security = _rebinding_protection(host) if _is_loopback(host) else None
+    security = _rebinding_protection(host) if is_loopback(host) else None
     app = server.streamable_http_app(
         streamable_http_path=path, host=host, transport_security=security
     )
@@ -316,7 +316,7 @@ async def serve_http(
     """
     import uvicorn  # only the HTTP transport needs it
 
-    loopback = _is_loopback(host)
+    loopback = is_loopback(host)
     if not loopback and not allow_non_loopback:
         raise ValueError(
             f"refusing to serve shell and file tools on non-loopback host {host!r}; "
@@ -348,21 +348,12 @@ async def serve_http(
 def _rebinding_protection(host: str) -> TransportSecuritySettings:
     """Accept only requests whose ``Host`` (and ``Origin``, when sent) is a loopback name or
     address, or the bind address as given."""
-    names = {"127.0.0.1", "localhost", "[::1]"}
-    names.add(f"[{host}]" if ":" in host else host)
+    names = loopback_names(host)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=sorted(f"{name}:*" for name in names) + sorted(names),
         allowed_origins=sorted(f"http://{name}:*" for name in names),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
 def _listen(host: str, port: int) -> socket.socket:
