@@ -7,8 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
-
-from conftest import plan, sleep, wait_for_status, write
+from server_helpers import plan, sleep, wait_for_status, write
 
 
 async def test_a_run_from_an_inline_plan_runs_and_can_be_read(client: httpx.AsyncClient) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from server_helpers import plan, write
 
-from conftest import plan, write
 from trinity.config import Settings
 from trinity.errors import ConfigError
 from trinity.server import create_app

@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from conftest import plan, sleep, wait_for_status, write
+from server_helpers import plan, sleep, wait_for_status, write
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("TRINITY_SCREENSHOTS", "build/screenshots"))

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-
-from conftest import plan, sleep, wait_for_status, write
+from server_helpers import plan, sleep, wait_for_status, write
 
 
 async def _read(

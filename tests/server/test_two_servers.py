@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from conftest import plan, sleep
+from server_helpers import plan, sleep
 
 TRINITY = [sys.executable, "-m", "trinity"]
 
