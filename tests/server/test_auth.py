@@ -135,3 +135,12 @@ async def test_without_tokens_only_loopback_names_are_answered(server_settings: 
             assert answer.status_code == status, (base, origin, answer.text)
             if status == 421:
                 assert "DNS-rebinding" in answer.json()["detail"]
+
+
+async def test_login_tries_are_rate_limited(server_settings: Settings) -> None:
+    limited = server_settings.model_copy(update={"api_rate_limits": {"write": "5/minute"}})
+    app = create_app(limited)
+    async with app.router.lifespan_context(app), _client(app, None) as client:
+        answers = [await client.post("/login", data={"token": "trn_guess"}) for _ in range(8)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
+    assert "invalid" in answers[0].text or "not a Trinity API token" in answers[0].text

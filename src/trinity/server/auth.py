@@ -27,11 +27,16 @@ class RateLimited(Exception):
 @dataclass(frozen=True, slots=True)
 class Caller:
     token: Token | None
-    """``None``: the server runs without authentication (loopback only)."""
+    """``None``: the server runs without authentication (loopback only), or nobody has logged
+    in yet."""
+    address: str = ""
+    """For a caller without a token: where the request came from (rate limits of /login)."""
 
     @property
     def key(self) -> str:
-        return self.token.id if self.token is not None else "anonymous"
+        if self.token is not None:
+            return self.token.id
+        return f"address:{self.address}" if self.address else "anonymous"
 
     @property
     def actor(self) -> str:

@@ -93,6 +93,10 @@ async def login_page(request: Request, error: str = "") -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, token: Annotated[str, Form(max_length=200)]) -> Response:
     server = request.app.state.trinity
+    # Guessing a token is hopeless (256 random bits), but each try reads the database:
+    # tries count against the write limit of the client's address.
+    address = request.client.host if request.client else "unknown"
+    await server.limits.hit(Caller(None, address), "write")
     try:
         await run_in_threadpool(verify_token, server.runtime.store, token)
     except AuthError as exc:
