@@ -131,3 +131,25 @@ async def test_tools_and_health(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
     schema = (await client.get("/openapi.json")).json()
     assert "/v1/runs" in schema["paths"] and "/v1/runs/{run_id}/approve" in schema["paths"]
+
+
+async def test_the_dashboard_pages_through_runs(client: httpx.AsyncClient) -> None:
+    ids = [
+        (
+            await client.post("/v1/runs", json={"plan": plan(write(f"d{n}"), task=f"page {n}")})
+        ).json()["run"]["id"]
+        for n in range(5)
+    ]
+    for run_id in ids:
+        await wait_for_status(client, run_id, "succeeded")
+    seen: list[str] = []
+    url = "/?limit=2"
+    for _ in range(5):
+        html = (await client.get(url)).text
+        seen += [run_id for run_id in ids if f'data-run="{run_id}"' in html]
+        if 'id="older"' not in html:
+            break
+        url = html.split('id="older"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
+    assert sorted(seen) == sorted(ids) and len(seen) == 5
+    bad = await client.get("/?cursor=!!nope!!")
+    assert "bad cursor" in bad.text

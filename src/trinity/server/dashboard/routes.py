@@ -10,6 +10,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -122,13 +123,39 @@ async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Respons
 
 
 @router.get("/", response_class=HTMLResponse)
-async def runs_page(request: Request, viewer: Viewer, status: str = "", text: str = "") -> Response:
+async def runs_page(
+    request: Request,
+    viewer: Viewer,
+    status: str = "",
+    text: str = "",
+    cursor: str = "",
+    limit: int = 100,
+) -> Response:
     if viewer is None:
         return _login()
     runtime = request.app.state.trinity.runtime
-    where = RunFilter(status=[status] if status else None, text=text or None)
-    page = await run_in_threadpool(runtime.list_runs, where, limit=100)
-    return _render(request, "runs.html", runs=page.runs, status=status, text=text)
+    where = RunFilter(status=[status] if status else None, text=text[:500] or None)
+    try:
+        page = await run_in_threadpool(
+            runtime.list_runs, where, limit=max(1, min(limit, 500)), cursor=cursor or None
+        )
+    except TrinityError as exc:
+        return _render(request, "error.html", message=str(exc))
+    filters = {"status": status, "text": text}
+    older = None
+    if page.next_cursor:
+        query = {**filters, "cursor": page.next_cursor, "limit": limit}
+        older = "/?" + urlencode({key: value for key, value in query.items() if value})
+    newest = "/?" + urlencode({key: value for key, value in filters.items() if value})
+    return _render(
+        request,
+        "runs.html",
+        runs=page.runs,
+        status=status,
+        text=text,
+        older=older,
+        newest=newest if cursor else None,
+    )
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
