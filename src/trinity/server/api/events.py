@@ -8,6 +8,7 @@ Ids: a run's stream uses the event's ``seq``; the stream of all runs ``<run_id>:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -23,6 +24,9 @@ from trinity.views import EventRecord
 router = APIRouter(prefix="/v1", tags=["events"], responses=RUN_PROBLEMS)
 READ = Depends(require("runs:read"))
 HEARTBEAT_S = 15
+POLL_S = 1.0
+"""A run's stream with no live event for this long looks in the store (a run another process
+executes reaches this server only there)."""
 
 
 def _message(event: dict[str, Any], event_id: str) -> dict[str, str]:
@@ -53,19 +57,37 @@ async def run_stream(
         after = int(last_event_id)
     subscription = server.live.subscribe(run.id)
 
+    async def stored(after: int) -> list[EventRecord]:
+        # Everything queued for the store so far is committed first: an event emitted just
+        # before this stream subscribed, and still in the group commit, is not missed.
+        await server.runtime.store.writer.flush()
+        return list(await run_in_threadpool(server.runtime.events, run.id, after))
+
     async def messages() -> AsyncIterator[dict[str, str]]:
         try:
             last = after
-            backlog = await run_in_threadpool(server.runtime.events, run.id, after)
-            for record in backlog:
+            for record in await stored(last):
                 yield _message(_plain(record), str(record.seq))
                 last = record.seq
             while True:
-                item = await subscription.get()
+                try:
+                    item = await asyncio.wait_for(subscription.get(), POLL_S)
+                except TimeoutError:
+                    # Quiet here: the run may be executing in another process (another
+                    # server on the same database), whose events only the store has.
+                    for record in await run_in_threadpool(server.runtime.events, run.id, last):
+                        yield _message(_plain(record), str(record.seq))
+                        last = record.seq
+                    continue
                 if item is None:
                     return  # the server stops, or this client fell behind: it reconnects
                 if item["seq"] <= last:
                     continue
+                if item["seq"] > last + 1:  # a gap: fill it from the store, in order
+                    for record in await stored(last):
+                        if record.seq < item["seq"]:
+                            yield _message(_plain(record), str(record.seq))
+                            last = record.seq
                 yield _message(item, str(item["seq"]))
                 last = item["seq"]
         finally:
@@ -95,6 +117,7 @@ async def all_runs_stream(
         try:
             if after is not None:
                 sent[after[0]] = after[1]
+                await server.runtime.store.writer.flush()  # see run_stream
                 backlog = await run_in_threadpool(server.runtime.events_of_all_runs, after)
                 for record in backlog:
                     sent[record.run_id] = record.seq
