@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_two_servers import Serve
+from test_two_servers import Serve, admin_token
 
 ST = shutil.which("st", path=str(Path(sys.executable).parent))
 CHECKS = ",".join(
@@ -43,29 +43,7 @@ def test_the_api_keeps_its_own_contract(tmp_path: Path) -> None:
         "TRINITY_API_RATE_LIMITS": json.dumps({"read": "100000/minute", "write": "100000/minute"}),
         "TRINITY_TIMEOUT_S": "5",
     }
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trinity",
-            "tokens",
-            "create",
-            "--name",
-            "st",
-            "--scope",
-            "admin",
-            "--json",
-            "--db",
-            str(tmp_path / "t.db"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    secret = json.loads(made.stdout)["token"]
+    secret = admin_token(tmp_path, env)
     server = Serve(tmp_path, env)
     try:
         done = subprocess.run(

@@ -33,6 +33,31 @@ def _append(name: str, line: str) -> dict[str, Any]:
     return {"id": name, "tool": "fs.write", "args": args}
 
 
+def admin_token(folder: Path, env: dict[str, str]) -> str:
+    """An admin token made with `trinity tokens create` on ``folder``'s t.db."""
+    made = subprocess.run(
+        [
+            *TRINITY,
+            "tokens",
+            "create",
+            "--name",
+            "test",
+            "--scope",
+            "admin",
+            "--json",
+            "--db",
+            str(folder / "t.db"),
+        ],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return str(json.loads(made.stdout)["token"])
+
+
 class Serve:
     def __init__(self, tmp: Path, env: dict[str, str], *extra: str) -> None:
         self.port = _free_port()
@@ -73,27 +98,7 @@ def two(tmp_path: Path) -> Iterator[tuple[Serve, Serve, str]]:
         "TRINITY_ORPHAN_SCAN_S": "0.3",
         "TRINITY_SANDBOX": "off",
     }
-    made = subprocess.run(
-        [
-            *TRINITY,
-            "tokens",
-            "create",
-            "--name",
-            "t",
-            "--scope",
-            "admin",
-            "--json",
-            "--db",
-            str(tmp_path / "t.db"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    secret = json.loads(made.stdout)["token"]
+    secret = admin_token(tmp_path, env)
     a = Serve(tmp_path, env, "--resume-orphans")
     b = Serve(tmp_path, env, "--resume-orphans")
     try:
