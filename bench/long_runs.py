@@ -90,6 +90,7 @@ async def trinity_cell(
     n: int, folder: Path, deadline_s: float, append: bool = False
 ) -> dict[str, Any]:
     from trinity.config import Settings
+    from trinity.limits import RunLimits
     from trinity.runtime import Runtime
 
     plan, db, ws = folder / "plan.yaml", folder / "trinity.db", folder / "ws"
@@ -97,7 +98,9 @@ async def trinity_cell(
     runtime = Runtime(Settings(database_url=str(db), workspace=ws))
     _ = runtime.store  # the database exists before the run, as in any installation
     started = time.perf_counter()
-    request = runtime.prepare(str(plan), workspace=ws, max_steps=5 * n + 100, timeout_s=deadline_s)
+    request = runtime.prepare(
+        str(plan), workspace=ws, limits=RunLimits(max_steps=5 * n + 100, timeout_s=deadline_s)
+    )
     state = await runtime.start(request)
     wall = time.perf_counter() - started
     runtime.close()

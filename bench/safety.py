@@ -343,6 +343,8 @@ HANG: dict[str, HangScenario] = {
 
 
 async def hang_worker(name: str, runs: int, deadline: float) -> None:
+    from trinity.limits import RunLimits
+
     await install_dumps()
     become_subreaper()
     folder = Path(tempfile.mkdtemp())
@@ -352,7 +354,9 @@ async def hang_worker(name: str, runs: int, deadline: float) -> None:
     emit({"event": "ready"})
     try:
         for index in range(runs):
-            request = runtime.prepare(target, workspace=folder / "ws", timeout_s=deadline)
+            request = runtime.prepare(
+                target, workspace=folder / "ws", limits=RunLimits(timeout_s=deadline)
+            )
             started = time.perf_counter()
             try:
                 state = await runtime.start(request)

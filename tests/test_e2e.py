@@ -9,6 +9,7 @@ import pytest
 
 from trinity.config import Settings
 from trinity.events import EventBase
+from trinity.limits import RunLimits
 from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
 from trinity.state import StepStatus, StopReason, VerificationLevel
@@ -216,7 +217,8 @@ async def test_step_budget_ends_the_run_with_a_report(settings: Settings, budget
     runtime = Runtime(settings)
     try:
         request = runtime.prepare(
-            str(Path(__file__).parent.parent / "examples" / "hello.yaml"), max_steps=budget
+            str(Path(__file__).parent.parent / "examples" / "hello.yaml"),
+            limits=RunLimits(max_steps=budget),
         )
         state = await runtime.start(request)
         row = runtime.store.get_run(state.run_id)
@@ -244,7 +246,9 @@ async def test_token_budget_stops_the_run(settings: Settings) -> None:
     )
     runtime = Runtime(settings, llm=llm)
     try:
-        state = await runtime.start(runtime.prepare("Write notes", token_budget=1000))
+        state = await runtime.start(
+            runtime.prepare("Write notes", limits=RunLimits(token_budget=1000))
+        )
     finally:
         runtime.close()
     assert state.stop_reason == StopReason.TOKEN_BUDGET

@@ -17,6 +17,7 @@ import pytest
 from trinity.config import Settings
 from trinity.errors import ConfigError, LLMError
 from trinity.events import EventBase, RateLimited
+from trinity.limits import RunLimits
 from trinity.llm.base import LLMRequest, Message
 from trinity.llm.ratelimit import RateLimiter
 from trinity.llm.scripted import ScriptedProvider
@@ -103,7 +104,7 @@ async def test_the_deadline_holds_while_a_run_waits(settings: Settings, workspac
     runtime = Runtime(settings.model_copy(update=update), llm=llm)
     events: list[EventBase] = []
     try:
-        request = runtime.prepare("write a", model="scripted:x", timeout_s=1.5)
+        request = runtime.prepare("write a", model="scripted:x", limits=RunLimits(timeout_s=1.5))
         started = time.monotonic()
         state = await runtime.start(request, subscribers=[events.append])
         took = time.monotonic() - started

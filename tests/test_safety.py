@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from llm_server import FakeLLMServer, Reply, Trickle, fake_llm_server  # noqa: F401
 from trinity.config import Settings
 from trinity.errors import ConfigError, InputError
+from trinity.limits import RunLimits
 from trinity.llm.pricing import Price, PriceTable, UpstreamPrice
 from trinity.llm.scripted import ScriptedProvider
 from trinity.report import render_report
@@ -92,7 +93,9 @@ def plan_file(tmp_path: Path, tool: str, args: dict[str, Any] | None = None) -> 
 
 
 async def timed_run(runtime: Runtime, target: str, **options: Any) -> tuple[RunState, float]:
-    request = runtime.prepare(target, **options)
+    """Prepare and start a run; options named like a limit go into its ``RunLimits``."""
+    limits = {name: options.pop(name) for name in list(options) if name in RunLimits.model_fields}
+    request = runtime.prepare(target, limits=RunLimits(**limits), **options)
     started = time.perf_counter()
     state = await runtime.start(request)
     return state, time.perf_counter() - started
@@ -264,7 +267,7 @@ async def test_an_llm_that_emits_garbage_forever_fails_the_run_in_bounded_calls(
 async def test_a_forced_cancel_of_a_run_whose_tool_swallows_cancellation(
     runtime: Runtime, tmp_path: Path
 ) -> None:
-    request = runtime.prepare(plan_file(tmp_path, "bad.swallow"), timeout_s=60)
+    request = runtime.prepare(plan_file(tmp_path, "bad.swallow"), limits=RunLimits(timeout_s=60))
     started = time.perf_counter()
     task = asyncio.create_task(runtime.start(request))
     await asyncio.sleep(0.3)
@@ -366,31 +369,53 @@ def test_a_cost_budget_for_a_model_without_a_price_is_refused_before_the_run(
     runtime = Runtime(settings, llm=ScriptedProvider([]))
     try:
         with pytest.raises(ConfigError, match=r"needs the price of model 'scripted'.*\[prices"):
-            runtime.prepare("Write hello", cost_budget_usd=1.0)
+            runtime.prepare("Write hello", limits=RunLimits(cost_budget_usd=1.0))
         assert runtime.store.list_runs(limit=5) == []
     finally:
         runtime.close()
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "message"),
+    ("name", "value", "message"),
     [
-        ("node_timeout_s", 0, "node timeout must be more than 0, got 0"),
-        ("llm_timeout_s", -1, "LLM timeout must be more than 0, got -1"),
-        ("tool_timeout_s", 0, "tool timeout must be more than 0"),
-        ("cost_budget_usd", 0, "cost budget must be more than 0"),
-        ("timeout_s", 0, "timeout must be more than 0"),
+        ("node_timeout_s", 0, r"limit node_timeout_s: .*greater than 0, got 0 \(--node-timeout"),
+        ("llm_timeout_s", -1, r"limit llm_timeout_s: .*got -1 \(--llm-timeout / TRINITY_LLM"),
+        ("tool_timeout_s", 0, r"limit tool_timeout_s: .*\(--tool-timeout"),
+        ("cost_budget_usd", 0, r"limit cost_budget_usd: .*\(--cost-budget / TRINITY_COST"),
+        ("timeout_s", 0, r"limit timeout_s: .*\(--timeout / TRINITY_TIMEOUT_S\)"),
+        ("max_steps", "many", r"limit max_steps: .*integer.*got 'many' \(--max-steps"),
+        ("deadline", 5, r"limit deadline: Extra inputs are not permitted"),
     ],
 )
-def test_limits_that_are_not_positive_are_refused(
-    settings: Settings, option: str, value: float, message: str
+def test_limits_that_are_not_valid_are_refused_naming_the_option(
+    name: str, value: object, message: str
 ) -> None:
-    runtime = Runtime(settings, llm=ScriptedProvider([]))
+    with pytest.raises(InputError, match=message):
+        RunLimits.given(**{name: value})
+
+
+def test_limits_left_unset_take_the_settings_and_set_ones_win(settings: Settings) -> None:
+    tuned = settings.model_copy(update={"max_steps": 33, "token_budget": 900})
+    runtime = Runtime(tuned, llm=ScriptedProvider([]))
     try:
-        with pytest.raises(InputError, match=message):
-            runtime.prepare("Write hello", **{option: value})
+        request = runtime.prepare("Write hello", limits=RunLimits(timeout_s=7, token_budget=None))
     finally:
         runtime.close()
+    assert request.limits.max_steps == 33  # the setting
+    assert request.limits.timeout_s == 7  # given
+    assert request.limits.token_budget is None  # given explicitly: no budget for this run
+    assert request.requested["timeout_s"] == 7
+    assert "max_steps" not in request.requested
+
+
+def test_a_checkpoint_written_before_the_rename_resumes_with_its_deadline() -> None:
+    """Runs stored by earlier versions named the timeout ``deadline_s`` (policy, requested)."""
+    old = {"deadline_s": 42.0, "max_steps": 9}
+    state = RunState.model_validate(
+        {"run_id": "r1", "task": {"text": "t", "workspace": "/w"}, "policy": old, "requested": old}
+    )
+    assert state.policy.timeout_s == 42.0
+    assert state.requested == {"timeout_s": 42.0, "max_steps": 9}
 
 
 def test_price_lookup_prefers_user_entries_exact_names_and_longer_patterns() -> None:
@@ -508,7 +533,7 @@ def test_a_blocked_cli_process_exits_even_when_a_task_swallows_cancellation(
 
 async def test_one_request_can_be_started_twice(runtime: Runtime, tmp_path: Path) -> None:
     """start() works on a copy of the request's plan: a second start begins afresh."""
-    request = runtime.prepare(plan_file(tmp_path, "bad.ok"), timeout_s=5)
+    request = runtime.prepare(plan_file(tmp_path, "bad.ok"), limits=RunLimits(timeout_s=5))
     first = await runtime.start(request)
     second = await runtime.start(request)
     assert first.stop_reason == second.stop_reason == StopReason.COMPLETED
@@ -540,8 +565,7 @@ async def test_resuming_with_an_unpriced_model_under_a_cost_budget_is_refused(
         request = runtime.prepare(
             plan_file(tmp_path, "bad.hang"),
             model="scripted:" + str(tmp_path / "s.yaml"),
-            cost_budget_usd=1.0,
-            timeout_s=60,
+            limits=RunLimits(cost_budget_usd=1.0, timeout_s=60),
         )
         task = asyncio.create_task(runtime.start(request))
         await asyncio.sleep(0.3)

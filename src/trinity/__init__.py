@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trinity.config import Settings
+    from trinity.limits import RunLimits
     from trinity.runtime import RunRequest, Runtime
     from trinity.state import RunState, StopReason
 
-__all__ = ["RunRequest", "RunState", "Runtime", "Settings", "StopReason"]
+__all__ = ["RunLimits", "RunRequest", "RunState", "Runtime", "Settings", "StopReason"]
 __version__ = "0.1.0"
 
 _HOMES = {
+    "RunLimits": "trinity.limits",
     "RunRequest": "trinity.runtime",
     "Runtime": "trinity.runtime",
     "Settings": "trinity.config",

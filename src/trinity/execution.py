@@ -122,7 +122,7 @@ async def execute(
             policy = state.policy
             limits = Limits(
                 max_steps=policy.max_steps,
-                deadline_s=policy.deadline_s,
+                deadline_s=policy.timeout_s,
                 node_timeout_s=policy.node_timeout_s,
             )
             run = asyncio.create_task(engine.run(state, limits, cancel))

@@ -97,7 +97,7 @@ def _usage_line(state: RunState, elapsed: float) -> str:
 
     parts = [
         f"steps {of(str(state.step), policy.max_steps)}",
-        f"time {of(f'{elapsed:.2f}s', f'{policy.deadline_s:g}s')}",
+        f"time {of(f'{elapsed:.2f}s', f'{policy.timeout_s:g}s')}",
         f"tool calls {counters.tool_calls}",
         f"retries {counters.retries}",
         f"replans {of(str(counters.replans), policy.max_replans)}",

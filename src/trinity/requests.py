@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from trinity.agents.atlas import check_steps
 from trinity.config import Settings
 from trinity.errors import ConfigError, InputError, PlanFileError
+from trinity.limits import RunLimits
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.ratelimit import check_rate_limits
@@ -43,13 +44,8 @@ class RunRequest:
     model: str | None = None
     plan: Plan | None = None
     plan_file: str | None = None
-    max_steps: int = 200
-    timeout_s: float = 600.0
-    token_budget: int | None = None
-    cost_budget_usd: float | None = None
-    node_timeout_s: float | None = 300.0
-    llm_timeout_s: float = 120.0
-    tool_timeout_s: float = 120.0
+    limits: RunLimits = field(default_factory=RunLimits)
+    """The run's limits: the caller's over the settings (:meth:`RunLimits.resolve`)."""
     requested: dict[str, Any] = field(default_factory=dict)
     """The policy values the user gave explicitly (they win over the Meta-Planner's)."""
     permissions: PermissionPolicy | None = None
@@ -58,18 +54,6 @@ class RunRequest:
     """Absolute path of the MCP servers file, so a resume from another folder finds it."""
     on_interrupted: OnInterrupted = OnInterrupted.RECHECK
     """What a resume does about a tool call the run's process died during."""
-
-    def limits(self) -> dict[str, Any]:
-        """The run's limits, keyed as :class:`~trinity.state.Policy` names them."""
-        return {
-            "max_steps": self.max_steps,
-            "deadline_s": self.timeout_s,
-            "token_budget": self.token_budget,
-            "cost_budget_usd": self.cost_budget_usd,
-            "node_timeout_s": self.node_timeout_s,
-            "llm_timeout_s": self.llm_timeout_s,
-            "tool_timeout_s": self.tool_timeout_s,
-        }
 
 
 class Preparation:
@@ -97,21 +81,18 @@ class Preparation:
         *,
         model: str | None = None,
         workspace: str | Path | None = None,
-        max_steps: int | None = None,
-        timeout_s: float | None = None,
+        limits: RunLimits | None = None,
         verification: VerificationLevel | None = None,
-        token_budget: int | None = None,
         max_replans: int | None = None,
         permissions_file: str | Path | None = None,
         mcp_servers_file: str | Path | None = None,
-        cost_budget_usd: float | None = None,
-        node_timeout_s: float | None = None,
-        llm_timeout_s: float | None = None,
-        tool_timeout_s: float | None = None,
         on_interrupted: OnInterrupted | str | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet.
+
+        ``limits``: the fields set in it win; the others are the settings' (``RunLimits()``
+        or ``None``: all the settings').
 
         The permission policy is ``permissions_file``, else the Runtime's ``permissions``, else
         ``settings.permissions_file``, else ``settings.permissions`` (inline), else none."""
@@ -171,22 +152,14 @@ class Preparation:
             problems = check_steps(list(builtin), list(BUILTIN_SPECS), set())
             if problems:
                 raise PlanFileError(plan_file, "; ".join(problems))
-        given = {  # keyed as Policy names them
-            "max_steps": max_steps,
-            "deadline_s": timeout_s,
-            "token_budget": token_budget,
-            "cost_budget_usd": cost_budget_usd,
-            "node_timeout_s": node_timeout_s,
-            "llm_timeout_s": llm_timeout_s,
-            "tool_timeout_s": tool_timeout_s,
-        }
-        limits = self._limits(**given)
+        given = limits or RunLimits()
+        resolved = given.resolve(s)
         if max_replans is None:
             max_replans = s.max_replans  # a setting fixes it too; else the Meta-Planner chooses
         if max_replans is not None and max_replans < 0:
             raise InputError(f"max replans cannot be negative, got {max_replans}")
         chosen_model = model if self._llm is None else (model or self._llm.model)
-        self._check_price(chosen_model, limits["cost_budget_usd"])  # the table is checked too
+        self._check_price(chosen_model, resolved.cost_budget_usd)  # the table is checked too
         try:
             interrupted = OnInterrupted(on_interrupted or s.on_interrupted)
         except ValueError:
@@ -195,7 +168,7 @@ class Preparation:
                 f"on_interrupted must be one of {choices}, got {on_interrupted!r}"
             ) from None
         explicit = {
-            **given,
+            **given.explicit(),
             "max_replans": max_replans,
             "verification": VerificationLevel(verification) if verification else None,
             "on_interrupted": OnInterrupted(on_interrupted) if on_interrupted else None,
@@ -226,42 +199,12 @@ class Preparation:
             model=chosen_model,
             plan=plan,
             plan_file=plan_file,
-            max_steps=limits["max_steps"],
-            timeout_s=limits["deadline_s"],
-            token_budget=limits["token_budget"],
-            cost_budget_usd=limits["cost_budget_usd"],
-            node_timeout_s=limits["node_timeout_s"],
-            llm_timeout_s=limits["llm_timeout_s"],
-            tool_timeout_s=limits["tool_timeout_s"],
+            limits=resolved,
             requested=requested,
             permissions=permissions,
             mcp_servers_file=mcp_file,
             on_interrupted=interrupted,
         )
-
-    def _limits(self, **given: float | None) -> dict[str, Any]:
-        """The run's limits: each given value, else its setting; each checked to be positive
-        (a clear error names the one that is not)."""
-        s = self.settings
-        names = {
-            "max_steps": ("max steps", "--max-steps / TRINITY_MAX_STEPS"),
-            "deadline_s": ("timeout", "--timeout / TRINITY_TIMEOUT_S"),
-            "token_budget": ("token budget", "--token-budget / TRINITY_TOKEN_BUDGET"),
-            "cost_budget_usd": ("cost budget", "--cost-budget / TRINITY_COST_BUDGET_USD"),
-            "node_timeout_s": ("node timeout", "--node-timeout / TRINITY_NODE_TIMEOUT_S"),
-            "llm_timeout_s": ("LLM timeout", "--llm-timeout / TRINITY_LLM_TIMEOUT_S"),
-            "tool_timeout_s": ("tool timeout", "--tool-timeout / TRINITY_TOOL_TIMEOUT_S"),
-        }
-        setting = {"deadline_s": "timeout_s"}
-        limits: dict[str, Any] = {}
-        for key, (label, where) in names.items():
-            value = given[key]
-            if value is None:
-                value = getattr(s, setting.get(key, key))
-            if value is not None and not value > 0:
-                raise InputError(f"{label} must be more than 0, got {value} ({where})")
-            limits[key] = value
-        return limits
 
     def _prices(self) -> PriceTable:
         """The price table (settings' prices over genai-prices); a bad entry is a

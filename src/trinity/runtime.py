@@ -144,7 +144,7 @@ class Runtime(Preparation, RunQueries):
             model=request.model,
             # a copy, so one request can be started twice (through JSON: deepcopy is slower)
             plan=Plan.model_validate_json(request.plan.model_dump_json()) if request.plan else None,
-            policy=Policy(**request.limits(), on_interrupted=request.on_interrupted),
+            policy=Policy(**request.limits.model_dump(), on_interrupted=request.on_interrupted),
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
             mcp_servers_file=request.mcp_servers_file,

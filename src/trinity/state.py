@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from trinity.limits import RunLimits, renamed
 from trinity.security.inputs import MAX_DEPTH, depth_of
 
 
@@ -354,27 +355,17 @@ class ProgressFinding(BaseModel):
         return StopReason.STALLED if self.kind == ProgressKind.NO_PROGRESS else StopReason.LOOP
 
 
-class Policy(BaseModel):
-    """The Meta-Planner's knobs for one run."""
+class Policy(RunLimits):
+    """The Meta-Planner's knobs for one run: the run's limits (:class:`RunLimits`) and its
+    strategy."""
+
+    model_config = ConfigDict(extra="ignore")
 
     verification: VerificationLevel = VerificationLevel.CHECKS
     on_failure: FailureAction = FailureAction.RETRY
     max_step_retries: int = Field(default=1, ge=0)
     """Extra attempts of the same step before replanning (with ``on_failure=retry``)."""
     max_replans: int = Field(default=2, ge=0)
-    max_steps: int = Field(default=200, ge=1)
-    """Graph steps (node executions) the run may take."""
-    deadline_s: float = Field(default=600.0, gt=0)
-    """Wall-clock seconds the run may take (each start or resume gets this afresh)."""
-    node_timeout_s: float | None = Field(default=300.0, gt=0)
-    """Seconds one node (an agent's turn) may take; ``None``: only the deadline bounds it."""
-    llm_timeout_s: float = Field(default=60.0, gt=0)
-    """Seconds one LLM call attempt may take."""
-    tool_timeout_s: float = Field(default=120.0, gt=0)
-    """Seconds one tool call may take, unless the tool's server sets its own."""
-    token_budget: int | None = Field(default=None, ge=1)
-    cost_budget_usd: float | None = Field(default=None, gt=0)
-    """Dollars the run's LLM calls may cost (``trinity.llm.pricing``)."""
     on_interrupted: OnInterrupted = OnInterrupted.RECHECK
     """What a resumed run does about a tool call its process died during."""
     stall_steps: int = Field(default=30, ge=3)
@@ -382,6 +373,11 @@ class Policy(BaseModel):
     is three: tetyana, grisha, meta)."""
     reasons: list[str] = Field(default_factory=list)
     """Why the Meta-Planner chose these values, for the report."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return renamed(data)
 
 
 class Lesson(BaseModel):
@@ -465,6 +461,12 @@ class RunState(EngineState):
     kept: the file may hold credentials that do not belong in checkpoints."""
     requested: dict[str, Any] = Field(default_factory=dict)
     """Policy values the user fixed (``verification``, ``max_steps``…); they win over choices."""
+
+    @field_validator("requested", mode="before")
+    @classmethod
+    def _requested_renamed(cls, value: Any) -> Any:
+        return renamed(value)
+
     lessons_used: list[Lesson] = Field(default_factory=list)
     lessons_stored: int = 0
     usage: Usage = Field(default_factory=Usage)

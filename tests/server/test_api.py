@@ -153,3 +153,17 @@ async def test_the_dashboard_pages_through_runs(client: httpx.AsyncClient) -> No
     assert sorted(seen) == sorted(ids) and len(seen) == 5
     bad = await client.get("/?cursor=!!nope!!")
     assert "bad cursor" in bad.text
+
+
+async def test_a_runs_limits_are_the_ones_given_over_the_servers_settings(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"plan": plan(write("a")), "limits": {"timeout_s": 77, "max_steps": 40}}
+    created = await client.post("/v1/runs", json={**body, "max_replans": 0})
+    assert created.status_code == 201, created.text
+    run = await wait_for_status(client, created.json()["run"]["id"], "succeeded")
+    policy = run["state"]["policy"]
+    assert (policy["timeout_s"], policy["max_steps"], policy["max_replans"]) == (77, 40, 0)
+    assert policy["tool_timeout_s"] == 120  # the server's setting
+    old_name = await client.post("/v1/runs", json={**body, "limits": {"deadline_s": 5}})
+    assert old_name.status_code == 422 and "limits.deadline_s" in old_name.json()["detail"]

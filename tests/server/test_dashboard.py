@@ -69,12 +69,19 @@ async def test_log_in_start_a_run_and_watch_it_finish(
         f"  - {step}\n".replace("'", '"') for step in steps
     )
     await page.fill("#plan", yaml_text)
+    await page.fill("input[name=max_steps]", "0")
+    await page.click("button:has-text('Start')")
+    # a bad limit is said, naming it, and the form keeps what was typed
+    assert "limit max_steps" in await page.inner_text("p.error")
+    assert await page.input_value("#plan") == yaml_text
+    await page.fill("input[name=max_steps]", "50")
     await page.click("button:has-text('Start')")
     await page.wait_for_url(f"{live}/runs/*")
     # the page follows the run live, then shows its end
     await page.wait_for_selector("#run-status.succeeded", timeout=20_000)
     await page.wait_for_selector("pre.report")
     assert "all 2 steps verified" in await page.inner_text("pre.report")
+    assert "/ 50" in await page.inner_text("dl.usage")  # the limit given in the form
     kinds = await page.locator("#timeline .kind").all_inner_texts()
     assert "tool_call" in kinds and "verdict" in kinds and "run_finished" in kinds
     await _shot(page, "run-page")

@@ -108,32 +108,27 @@ def run(
     workspace: Annotated[
         Path | None, typer.Option("--workspace", "-w", help="Folder the tools work in")
     ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Graph step budget")
-    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Graph step budget")] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", min=0.001, help="Run deadline in seconds")
+        float | None, typer.Option("--timeout", help="Run deadline in seconds")
     ] = None,
     token_budget: Annotated[
-        int | None, typer.Option("--token-budget", min=1, help="LLM tokens the run may use")
+        int | None, typer.Option("--token-budget", help="LLM tokens the run may use")
     ] = None,
     max_replans: Annotated[
         int | None, typer.Option("--max-replans", min=0, help="New plans Atlas may make")
     ] = None,
     cost_budget: Annotated[
-        float | None,
-        typer.Option("--cost-budget", min=0.000001, help="US dollars the LLM calls may cost"),
+        float | None, typer.Option("--cost-budget", help="US dollars the LLM calls may cost")
     ] = None,
     node_timeout: Annotated[
-        float | None,
-        typer.Option("--node-timeout", min=0.001, help="Seconds one agent's turn may take"),
+        float | None, typer.Option("--node-timeout", help="Seconds one agent's turn may take")
     ] = None,
     llm_timeout: Annotated[
-        float | None, typer.Option("--llm-timeout", min=0.001, help="Seconds per LLM call")
+        float | None, typer.Option("--llm-timeout", help="Seconds per LLM call")
     ] = None,
     tool_timeout: Annotated[
-        float | None,
-        typer.Option("--tool-timeout", min=0.001, help="Seconds per tool call (default)"),
+        float | None, typer.Option("--tool-timeout", help="Seconds per tool call (default)")
     ] = None,
     on_interrupted: Annotated[
         str | None,
@@ -163,6 +158,7 @@ def run(
     json_output: JsonOption = False,
 ) -> None:
     """Run a task through the five agents."""
+    from trinity.limits import RunLimits
     from trinity.state import VerificationLevel
 
     config = settings(db)
@@ -190,17 +186,19 @@ def run(
             target,
             model=model,
             workspace=workspace,
-            max_steps=max_steps,
-            timeout_s=timeout,
+            limits=RunLimits.given(
+                max_steps=max_steps,
+                timeout_s=timeout,
+                token_budget=token_budget,
+                cost_budget_usd=cost_budget,
+                node_timeout_s=node_timeout,
+                llm_timeout_s=llm_timeout,
+                tool_timeout_s=tool_timeout,
+            ),
             verification=level,
-            token_budget=token_budget,
             max_replans=max_replans,
             permissions_file=permissions,
             mcp_servers_file=mcp,
-            cost_budget_usd=cost_budget,
-            node_timeout_s=node_timeout,
-            llm_timeout_s=llm_timeout,
-            tool_timeout_s=tool_timeout,
             on_interrupted=on_interrupted,
         )
     if not json_output:

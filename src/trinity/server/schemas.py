@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trinity.limits import RunLimits
 from trinity.state import VerificationLevel
 from trinity.views import RunSummary
 
@@ -15,19 +16,6 @@ MAX_TASK_CHARS = 20_000
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class RunLimitsBody(Strict):
-    """Limits of one run; unset ones take the server's settings."""
-
-    max_steps: int | None = Field(default=None, ge=1, le=100_000)
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
-    token_budget: int | None = Field(default=None, ge=1)
-    cost_budget_usd: float | None = Field(default=None, gt=0)
-    node_timeout_s: float | None = Field(default=None, gt=0)
-    llm_timeout_s: float | None = Field(default=None, gt=0)
-    tool_timeout_s: float | None = Field(default=None, gt=0)
-    max_replans: int | None = Field(default=None, ge=0, le=100)
 
 
 class CreateRun(Strict):
@@ -44,7 +32,13 @@ class CreateRun(Strict):
     )
     model: str | None = Field(default=None, max_length=500)
     verification: VerificationLevel | None = None
-    limits: RunLimitsBody = Field(default_factory=RunLimitsBody)
+    limits: RunLimits = Field(
+        default_factory=RunLimits,
+        description="The run's limits; a field left out takes the server's setting",
+    )
+    max_replans: int | None = Field(
+        default=None, ge=0, le=100, description="New plans Atlas may make; unset: it chooses"
+    )
     permissions: dict[str, Any] | None = Field(
         default=None, description="A permission policy (the YAML file's content, as JSON)"
     )

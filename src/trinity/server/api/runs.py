@@ -55,13 +55,18 @@ async def create_run(
             "scripted: models read files on the server; this server does not allow them "
             "(api_allow_scripted)"
         )
-    limits = body.limits.model_dump(exclude_none=True)
     policy = (
         PermissionPolicy.from_data(body.permissions, source="the request's permissions")
         if body.permissions is not None
         else None
     )
-    prepared = runtime.prepare(target, model=body.model, verification=body.verification, **limits)
+    prepared = runtime.prepare(
+        target,
+        model=body.model,
+        limits=body.limits,
+        verification=body.verification,
+        max_replans=body.max_replans,
+    )
     if policy is not None:
         prepared.permissions = policy
     key = f"{caller.key}:{idempotency_key}" if idempotency_key else None

@@ -187,7 +187,15 @@ async def approvals_page(request: Request, viewer: Viewer) -> Response:
 async def new_run_page(request: Request, viewer: Viewer) -> Response:
     if viewer is None:
         return _login()
-    return _render(request, "new.html", error="")
+    return _new_page(request)
+
+
+def _new_page(request: Request, **context: Any) -> HTMLResponse:
+    """The new-run form; its limits' placeholders are the server's settings."""
+    from trinity.limits import RunLimits
+
+    defaults = RunLimits().resolve(request.app.state.trinity.runtime.settings)
+    return _render(request, "new.html", defaults=defaults, **{"error": "", **context})
 
 
 @router.post("/new")
@@ -197,12 +205,17 @@ async def new_run(
     task: Annotated[str, Form(max_length=20_000)] = "",
     plan: Annotated[str, Form(max_length=1_000_000)] = "",
     model: Annotated[str, Form(max_length=500)] = "",
+    max_steps: Annotated[str, Form(max_length=20)] = "",
+    timeout_s: Annotated[str, Form(max_length=20)] = "",
+    token_budget: Annotated[str, Form(max_length=20)] = "",
+    cost_budget_usd: Annotated[str, Form(max_length=20)] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     if viewer is None:
         return _login()
     check_csrf(request, csrf)
     await require("runs:write", "write")(request)
+    from trinity.limits import RunLimits
     from trinity.plans import parse_plan_data
     from trinity.security.inputs import load_yaml
 
@@ -213,10 +226,17 @@ async def new_run(
         target: Any = task.strip()
         if plan.strip():
             target = parse_plan_data(load_yaml(plan), "plan")
-        prepared = server.runtime.prepare(target, model=model.strip() or None)
+        given = {
+            "max_steps": max_steps,
+            "timeout_s": timeout_s,
+            "token_budget": token_budget,
+            "cost_budget_usd": cost_budget_usd,
+        }
+        limits = RunLimits.given(**{k: v.strip() or None for k, v in given.items()})
+        prepared = server.runtime.prepare(target, model=model.strip() or None, limits=limits)
         run_id = await server.executor.launch(prepared)
     except (TrinityError, ValueError) as exc:
-        return _render(request, "new.html", error=str(exc), task=task, plan=plan, model=model)
+        return _new_page(request, error=str(exc), task=task, plan=plan, model=model, limits=given)
     return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
