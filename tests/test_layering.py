@@ -12,11 +12,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "trinity"
 LAYERS: list[tuple[str, ...]] = [
     # top to bottom; a module may import its own layer and any lower one
     ("__main__", "__init__", "cli", "server"),
-    ("runtime", "requests", "execution", "queries", "views", "plans", "report"),
+    ("runtime", "requests", "decisions", "execution", "queries", "views", "plans", "report"),
     ("agents",),
     ("engine",),
     ("llm", "tools", "store", "security"),
-    ("state", "events", "config", "errors"),
+    ("state", "events", "config", "errors", "limits"),
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -174,7 +174,7 @@ async def test_unknown_tool_is_a_result_naming_it(tools: BuiltinTools) -> None:
     assert not result.ok
     assert result.error == (
         "unknown tool 'fs.delete'; available: fs.edit, fs.glob, fs.list, fs.read, fs.search, "
-        "fs.write, http.fetch, python.run, shell.run"
+        "fs.write, http.fetch, person.ask, python.run, shell.run"
     )
 
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from trinity.state import Policy, ProgressFinding
+from trinity.state import Policy, ProgressFinding, Question
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class ApprovalRequested(EventBase):
     tool: str
     rule: int | None = None
     reason: str = ""
-    question: Literal["permission", "rerun"] = "permission"
+    question: Question = "permission"
 
 
 class PermissionApplied(EventBase):
@@ -257,8 +257,9 @@ class PermissionApplied(EventBase):
     """``deny`` by the policy, or a person's ``approve`` / ``deny``."""
     by: str | None = None
     """The person, for a person's decision."""
-    question: Literal["permission", "rerun"] = "permission"
-    """What the person was asked: may the call be made, or made again after a crash."""
+    question: Question = "permission"
+    """What the person was asked: may the call be made, made again after a crash, or a
+    ``person.ask`` step's question (``action`` is then ``answer`` or ``deny``)."""
 
 
 class ToolServerProblem(EventBase):

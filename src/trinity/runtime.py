@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from trinity.config import Settings
+from trinity.decisions import Decisions, waiting_message
 from trinity.engine import resume_point
 from trinity.errors import (
     ApprovalPendingError,
@@ -38,7 +37,6 @@ from trinity.queries import RunQueries
 from trinity.requests import Preparation, RunRequest
 from trinity.security.env import register_settings
 from trinity.state import (
-    PendingApproval,
     Plan,
     Policy,
     RunState,
@@ -52,7 +50,7 @@ from trinity.store.lease import Owner, may_take_over, this_process
 from trinity.tools.base import ToolProvider
 from trinity.tools.builtin import BUILTIN_SPECS, BuiltinTools
 from trinity.tools.hub import ToolHub
-from trinity.tools.permissions import PermissionPolicy, audit_args
+from trinity.tools.permissions import PermissionPolicy
 from trinity.tools.reaper import REAPER, wait_for_reaper
 
 if TYPE_CHECKING:
@@ -68,7 +66,7 @@ disk that was full) once its cause is fixed."""
 _BUILTIN_NAMESPACES = frozenset(spec.name.split(".")[0] for spec in BUILTIN_SPECS)
 
 
-class Runtime(Preparation, RunQueries):
+class Runtime(Preparation, RunQueries, Decisions):
     def __init__(
         self,
         settings: Settings | None = None,
@@ -192,73 +190,6 @@ class Runtime(Preparation, RunQueries):
         epoch = await self._take_lease(row)
         return await self._continue(row, epoch, model, subscribers, decide=None)
 
-    async def approve(
-        self,
-        run_id: str,
-        note: str | None = None,
-        *,
-        actor: str | None = None,
-        subscribers: Iterable[EventSink] = (),
-    ) -> RunState:
-        """Approve the call a run waits for, then continue the run (the call is made once).
-
-        The decision and its audit row are written in one durable transaction; ``actor``
-        defaults to the OS user."""
-        return await self._decide(run_id, "approve", note, actor, subscribers)
-
-    async def deny(
-        self,
-        run_id: str,
-        note: str | None = None,
-        *,
-        actor: str | None = None,
-        subscribers: Iterable[EventSink] = (),
-    ) -> RunState:
-        """Refuse the call a run waits for, then continue the run: the step fails as
-        "denied by <actor>" (for a re-run question: the step is judged by its checks) and the
-        Meta-Planner goes on from there (replan or stop)."""
-        return await self._decide(run_id, "deny", note, actor, subscribers)
-
-    async def _decide(
-        self,
-        run_id: str,
-        decision: Literal["approve", "deny"],
-        note: str | None,
-        actor: str | None,
-        subscribers: Iterable[EventSink],
-    ) -> RunState:
-        row = self._row(run_id)
-        if row["status"] != RunStatus.AWAITING_APPROVAL:
-            raise InputError(f"run {row['id']} is not awaiting approval (status {row['status']})")
-        epoch = await self._take_lease(row)
-
-        async def record(state: RunState) -> None:
-            pending = state.pending_approval
-            if state.stop_reason != StopReason.AWAITING_APPROVAL or pending is None:
-                raise InputError(f"run {state.run_id} is not awaiting approval")
-            self._check_services(state)  # refused before deciding if it cannot go on
-            who = actor or _os_user()
-            recorded = await self.store.set_approval(
-                state.run_id,
-                pending.step_id,
-                pending.attempt,
-                decision,
-                who,
-                note,
-                revision=pending.revision,
-                audit=(pending.tool, audit_args(pending.args), pending.rule),
-                reason=_REASONS[pending.question],
-            )
-            if not recorded:
-                earlier = self._decision_on(state.run_id, pending) or {}
-                raise InputError(
-                    f"the call run {state.run_id} waits for was already decided "
-                    f"({earlier.get('decision')} by {earlier.get('actor')}); if no process is "
-                    f"running it, `trinity runs resume {state.run_id}` continues it"
-                )
-
-        return await self._continue(row, epoch, None, subscribers, decide=record)
-
     async def _continue(
         self,
         row: dict[str, Any],
@@ -282,7 +213,7 @@ class Runtime(Preparation, RunQueries):
                 state.stop_reason, state.stop_detail, state.finished_at = None, "", None
                 state.next_node = state.next_node or "meta"
             elif reason == StopReason.AWAITING_APPROVAL:
-                raise ApprovalPendingError(state.run_id, _waiting_message(state))
+                raise ApprovalPendingError(state.run_id, waiting_message(state))
             elif reason is not None:
                 return await self._ended(row, state, seq, epoch)
             resume_point(state)
@@ -316,15 +247,6 @@ class Runtime(Preparation, RunQueries):
             bus.subscribe(subscriber)
         await close_books(state, journal, self.store, bus.emit)
         return state
-
-    def _decided(self, state: RunState) -> bool:
-        pending = state.pending_approval
-        return pending is not None and self._decision_on(state.run_id, pending) is not None
-
-    def _decision_on(self, run_id: str, pending: PendingApproval) -> dict[str, Any] | None:
-        return self.store.get_approval(
-            run_id, pending.step_id, pending.attempt, revision=pending.revision
-        )
 
     async def _take_lease(self, row: dict[str, Any]) -> int:
         """Become the executor of the run in ``row``; its new lease epoch. A run that a live
@@ -464,30 +386,3 @@ class Runtime(Preparation, RunQueries):
             snapshot_bytes=snapshot_bytes,
             journaled=journaled,
         )
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name and no passwd entry (some containers)
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-_REASONS = {"permission": "", "rerun": "re-run after a crash during the call"}
-"""What the audit log says a person was asked (a permission question needs no words)."""
-
-
-def _waiting_message(state: RunState) -> str:
-    pending = state.pending_approval
-    what = f"step {pending.step_id!r} ({pending.tool})" if pending else "a tool call"
-    run = state.run_id
-    if pending is not None and pending.question == "rerun":
-        return (
-            f"run {run} asks whether to make the call of {what} again (the run stopped during "
-            f"it): `trinity runs approve {run}` makes it again, `trinity runs deny {run}` "
-            "judges the step by its checks"
-        )
-    return (
-        f"run {run} is awaiting approval of {what}: approve it with "
-        f"`trinity runs approve {run}` or refuse it with `trinity runs deny {run}`"
-    )

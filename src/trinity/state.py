@@ -259,8 +259,14 @@ class Step(StepSpec):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
+Question = Literal["permission", "rerun", "input"]
+"""What a run asks a person: may a call be made (``permission``), may a call cut off by a crash
+be made again (``rerun``), or the answer to a ``person.ask`` step's question (``input``)."""
+
+
 class PendingApproval(BaseModel):
-    """A tool call the permission policy wants a person to approve before it is made."""
+    """What a run waits for a person on: a tool call the permission policy wants approved, or
+    a question a ``person.ask`` step asks."""
 
     step_id: str
     attempt: int
@@ -273,9 +279,10 @@ class PendingApproval(BaseModel):
     """The policy rule (numbered from 1) that asked; ``None`` for the policy's default."""
     reason: str = ""
     requested_at: float = Field(default_factory=time.time)
-    question: Literal["permission", "rerun"] = "permission"
+    question: Question = "permission"
     """``permission``: the policy asks before this call. ``rerun``: the run died during this
-    call, and ``on_interrupted = ask`` wants a person to say whether to make it again."""
+    call, and ``on_interrupted = ask`` wants a person to say whether to make it again.
+    ``input``: a ``person.ask`` step waits for an answer (its question is ``reason``)."""
 
 
 TASK_CHECK_KINDS = ("file_exists", "file_contains", "file_matches")

@@ -4,10 +4,16 @@ validation and size caps."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 from server_helpers import plan, sleep, wait_for_status, write
+
+from trinity.config import Settings
+from trinity.server import create_app
 
 
 async def test_a_run_from_an_inline_plan_runs_and_can_be_read(client: httpx.AsyncClient) -> None:
@@ -167,3 +173,61 @@ async def test_a_runs_limits_are_the_ones_given_over_the_servers_settings(
     assert policy["tool_timeout_s"] == 120  # the server's setting
     old_name = await client.post("/v1/runs", json={**body, "limits": {"deadline_s": 5}})
     assert old_name.status_code == 422 and "limits.deadline_s" in old_name.json()["detail"]
+
+
+async def test_answer_the_question_a_run_asks(client: httpx.AsyncClient) -> None:
+    ask = {
+        "id": "name",
+        "tool": "person.ask",
+        "args": {"question": "What is the file called?"},
+    }
+    created = await client.post("/v1/runs", json={"plan": plan(ask)})
+    run_id = created.json()["run"]["id"]
+    run = await wait_for_status(client, run_id, "awaiting_approval")
+    pending = run["state"]["pending_approval"]
+    assert (pending["question"], pending["reason"]) == ("input", "What is the file called?")
+    approve = await client.post(f"/v1/runs/{run_id}/approve")
+    assert approve.status_code == 422 and "asks a question" in approve.json()["detail"]
+    empty = await client.post(f"/v1/runs/{run_id}/answer", json={"text": ""})
+    assert empty.status_code == 422 and "text" in empty.json()["detail"]
+    answered = await client.post(f"/v1/runs/{run_id}/answer", json={"text": "notes.md"})
+    assert answered.status_code == 202 and answered.json()["detail"] == "answered"
+    run = await wait_for_status(client, run_id, "succeeded")
+    assert run["state"]["plan"]["steps"][0]["attempts"][0]["result"]["output"] == "notes.md"
+    audit = (await client.get(f"/v1/runs/{run_id}/audit")).json()
+    assert [(e["decision"], e["actor"]) for e in audit] == [("answer", "token:test")]
+
+
+async def test_readyz_starts_the_eager_mcp_servers_and_names_the_one_that_fails(
+    server_settings: Settings, tmp_path: Path
+) -> None:
+    ws = tmp_path / "mcp-ws"
+    servers = {
+        "mcpServers": {
+            "builtin": {
+                "command": sys.executable,
+                "args": ["-m", "trinity", "mcp", "serve", "--workspace", str(ws)],
+                "start": "eager",
+            },
+            "ghost": {"command": str(tmp_path / "no-such-server"), "start": "eager"},
+            "later": {"command": str(tmp_path / "not-started-by-readyz")},  # lazy
+        }
+    }
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(servers))
+    made = create_app(server_settings.model_copy(update={"mcp_servers_file": str(path)}))
+    async with (
+        made.router.lifespan_context(made),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=made), base_url="http://trinity.test"
+        ) as plain,
+    ):
+        ready = await plain.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        checks = ready.json()["checks"]
+        assert checks["database"] == "ok" and set(checks["mcp_servers"]) == {"builtin", "ghost"}
+        assert checks["mcp_servers"]["builtin"] == "ok"
+        assert checks["mcp_servers"]["ghost"].startswith("failing: ")
+        assert "no-such-server" in checks["mcp_servers"]["ghost"]
+        again = await plain.get("/readyz")  # within 10 s: the same answer, nothing started
+        assert again.json()["checks"]["mcp_servers"] == checks["mcp_servers"]

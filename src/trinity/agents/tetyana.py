@@ -38,6 +38,7 @@ from trinity.state import (
     StopReason,
     ToolResult,
 )
+from trinity.tools.builtin import ASK_TOOL
 from trinity.tools.permissions import Action, audit_args
 
 _PREVIEW = 300
@@ -62,20 +63,34 @@ class Tetyana:
             await self._rerun_decided(state, step, pending)
             return {}
         number = len(step.attempts) + 1
+        if step.tool == ASK_TOOL:  # a person answers it, not a tool
+            await self._ask_person(state, step, number)
+            return {}
         refusal = None
         if self.ctx.permissions is not None:
             refusal = await self._permit(state, step, number)  # StopRun to wait for a person
         await self._call(state, step, number, refusal)
         return {}
 
-    async def _call(self, state: RunState, step: Step, number: int, refusal: str | None) -> None:
-        """Make attempt ``number`` (or record it as refused)."""
+    async def _call(
+        self,
+        state: RunState,
+        step: Step,
+        number: int,
+        refusal: str | None,
+        answered: ToolResult | None = None,
+    ) -> None:
+        """Make attempt ``number`` (or record it as refused, or as ``answered`` by a person)."""
         attempt = Attempt(number=number, started_at=time.time())
         step.attempts.append(attempt)
         step.status = StepStatus.RUNNING
         if refusal is not None:
             attempt.denied = True
             attempt.result = ToolResult(ok=False, error=refusal)
+        elif answered is not None:
+            self.ctx.emit(ToolCalled(step=step.id, tool=step.tool, attempt=number))
+            attempt.result = redact_result(answered)
+            attempt.denied = not answered.ok  # declined: asking again gets the same no
         else:
             self.ctx.emit(ToolCalled(step=step.id, tool=step.tool, attempt=number))
             state.counters.tool_calls += 1  # counted even if the deadline cuts the call
@@ -161,6 +176,41 @@ class Tetyana:
             await self._call(state, step, pending.attempt, None)
         # denied: Grisha judges the interrupted attempt by its checks
 
+    # -- a question for a person ---------------------------------------------------------------
+
+    async def _ask_person(self, state: RunState, step: Step, number: int) -> None:
+        """A ``person.ask`` step: the answer in the store is its output; without one, the run
+        waits for it (``Runtime.answer``; ``Runtime.deny`` declines, failing the attempt)."""
+        question = str(step.args.get("question", ""))
+        pending = PendingApproval(
+            step_id=step.id,
+            attempt=number,
+            revision=state.plan.revision if state.plan else 0,
+            tool=step.tool,
+            args=step.args,
+            reason=question,
+            question="input",
+        )
+        answer = self._answer(state, pending)
+        if answer is None:
+            self._ask(state, pending)
+        state.pending_approval = None
+        self.ctx.emit(
+            PermissionApplied(
+                step=step.id,
+                tool=step.tool,
+                action=answer["decision"],
+                by=answer["actor"],
+                question="input",
+            )
+        )
+        if answer["decision"] == "answer":
+            result = ToolResult(ok=True, output=answer["note"] or "")
+        else:
+            note = f": {answer['note']}" if answer["note"] else ""
+            result = ToolResult(ok=False, error=f"declined by {answer['actor']}{note}")
+        await self._call(state, step, number, None, answered=result)
+
     # -- permissions ---------------------------------------------------------------------------
 
     async def _permit(self, state: RunState, step: Step, number: int) -> str | None:
@@ -241,7 +291,11 @@ class Tetyana:
         )
         # Nothing was called: a resumed run must not take this for an interrupted call.
         state.in_flight = None
-        what = "a person's approval" if pending.question == "permission" else "a person's word"
+        what = {
+            "permission": "a person's approval",
+            "rerun": "a person's word",
+            "input": "a person's answer",
+        }[pending.question]
         raise StopRun(
             StopReason.AWAITING_APPROVAL,
             f"step {pending.step_id!r} ({pending.tool}) waits for {what}: {pending.reason}",

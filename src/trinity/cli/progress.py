@@ -87,7 +87,9 @@ def describe(event: EventBase) -> str | None:
             f"{escape(finding.evidence[:160])}"
         )
     if isinstance(event, ApprovalRequested):
-        what = "needs approval" if event.question == "permission" else "asks to re-run"
+        what = {"permission": "needs approval", "rerun": "asks to re-run", "input": "asks"}[
+            event.question
+        ]
         return (
             f"[yellow]tetyana[/]  {event.step}: {event.tool} [bold yellow]{what}"
             f"[/] — {escape(event.reason)}"
@@ -98,6 +100,8 @@ def describe(event: EventBase) -> str | None:
             ("permission", "deny"): "denied",
             ("rerun", "approve"): "to be made again, said",
             ("rerun", "deny"): "not to be made again (judged by its checks), said",
+            ("input", "answer"): "answered",
+            ("input", "deny"): "question declined",
         }
         verb = verbs.get((event.question, event.action), event.action)
         return f"[yellow]tetyana[/]  {event.step}: {verb} by {escape(event.by)}"
@@ -170,6 +174,19 @@ def print_waiting(state: RunState) -> None:
     pending = state.pending_approval
     if pending is None:
         return
+    run = state.run_id
+    if pending.question == "input":
+        choices = pending.args.get("choices") or []
+        one_of = f"\n  one of: {escape(', '.join(map(str, choices)))}" if choices else ""
+        err.print(
+            f"[bold yellow]awaiting an answer[/]: step {escape(pending.step_id)} asks: "
+            f"{escape(pending.reason)}{one_of}"
+            f"\n  answer: trinity runs answer {run} TEXT"
+            f"\n  decline: trinity runs deny {run} [--note TEXT]",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     args = json.dumps(pending.args, ensure_ascii=False, default=str)
     if pending.question == "rerun":
         why = "the run stopped during this call (on_interrupted = ask)"
@@ -178,7 +195,6 @@ def print_waiting(state: RunState) -> None:
         rule = f"rule {pending.rule}" if pending.rule is not None else "the policy's default"
         why = f"asked by {rule}"
         verbs = "approve", "deny"
-    run = state.run_id
     err.print(
         f"[bold yellow]awaiting approval[/]: step {escape(pending.step_id)} wants "
         f"{escape(pending.tool)} {escape(args[:500])}\n  {why}: {escape(pending.reason)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.markup import escape
@@ -166,13 +166,16 @@ NoteOption = Annotated[
 
 
 def _decide(
-    run_id: str, approve: bool, note: str | None, db: str | None, json_output: bool
+    run_id: str,
+    decision: Literal["approve", "deny", "answer"],
+    note: str | None,
+    db: str | None,
+    json_output: bool,
 ) -> None:
     found = _ask(db, lambda rt: rt.find_run(run_id))
 
     def go(rt: Runtime, subscribers: list[EventSink]) -> Any:
-        decide = rt.approve if approve else rt.deny
-        return decide(found.id, note, subscribers=subscribers)
+        return rt.decide(found.id, decision, note, subscribers=subscribers)
 
     drive(runtime(settings(db)), go, json_output, found.id)
 
@@ -182,15 +185,28 @@ def runs_approve(
     run_id: str, note: NoteOption = None, db: DbOption = None, json_output: JsonOption = False
 ) -> None:
     """Approve the tool call a run waits for, and continue the run (the call is made once)."""
-    _decide(run_id, True, note, db, json_output)
+    _decide(run_id, "approve", note, db, json_output)
 
 
 @app.command("deny")
 def runs_deny(
     run_id: str, note: NoteOption = None, db: DbOption = None, json_output: JsonOption = False
 ) -> None:
-    """Refuse the tool call a run waits for, and continue the run (that step fails)."""
-    _decide(run_id, False, note, db, json_output)
+    """Refuse the tool call a run waits for (or decline its question), and continue the run
+    (that step fails)."""
+    _decide(run_id, "deny", note, db, json_output)
+
+
+@app.command("answer")
+def runs_answer(
+    run_id: str,
+    text: Annotated[str, typer.Argument(help="The answer (one of the choices, if it has some)")],
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Answer the question a run's person.ask step waits on, and continue the run (the answer
+    is that step's output)."""
+    _decide(run_id, "answer", text, db, json_output)
 
 
 @app.command("audit")

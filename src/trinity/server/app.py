@@ -21,6 +21,7 @@ from trinity.server.auth import ApiLimits
 from trinity.server.executor import RunExecutor
 from trinity.server.live import LiveEvents
 from trinity.server.orphans import OrphanResumer
+from trinity.server.readiness import McpReadiness
 
 log = logging.getLogger(__name__)
 API_VERSION = "1"
@@ -37,6 +38,7 @@ class ServerState:
     auth: bool
     allow_scripted: bool
     mcp_servers_file: str | None
+    mcp_readiness: McpReadiness
 
 
 def create_app(
@@ -62,6 +64,7 @@ def create_app(
         )
     rt = runtime or Runtime(settings)
     servers_file = settings.mcp_servers_file
+    servers_path = str(Path(servers_file).expanduser().resolve()) if servers_file else None
     state = ServerState(
         runtime=rt,
         executor=RunExecutor(rt),
@@ -69,7 +72,8 @@ def create_app(
         limits=ApiLimits(settings.api_rate_limits, settings.rate_limit_storage),
         auth=auth,
         allow_scripted=settings.api_allow_scripted,
-        mcp_servers_file=str(Path(servers_file).expanduser().resolve()) if servers_file else None,
+        mcp_servers_file=servers_path,
+        mcp_readiness=McpReadiness(rt, servers_path),
     )
     rt.subscribe(state.live.publish)
     orphans = OrphanResumer(state.executor, settings.orphan_scan_s) if resume_orphans else None

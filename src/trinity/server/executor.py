@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from trinity.decisions import Decision
 from trinity.events import EventBase, EventSink
 from trinity.requests import RunRequest
 from trinity.runtime import Runtime
@@ -51,6 +52,18 @@ class RunExecutor:
             task.result()  # raises what went wrong
             return
         self._keep(task)
+
+    async def decide(
+        self, run_id: str, decision: Decision, text: str | None, actor: str | None
+    ) -> None:
+        """Approve, deny or answer (``text``) what ``run_id`` waits for, and continue it here
+        (see :meth:`continue_run`)."""
+        await self.continue_run(
+            run_id,
+            lambda subscribers: self.runtime.decide(
+                run_id, decision, text, actor=actor, subscribers=subscribers
+            ),
+        )
 
     def _keep(self, task: asyncio.Task[RunState]) -> None:
         self._tasks.add(task)

@@ -54,6 +54,11 @@ class Decision(Strict):
     note: str | None = Field(default=None, max_length=2_000)
 
 
+class Answer(Strict):
+    text: str = Field(min_length=1, max_length=20_000)
+    """The answer to the run's question."""
+
+
 class CancelBody(Strict):
     grace_s: float = Field(default=5.0, ge=0, le=3600)
     """Seconds the current step may finish in before the run is stopped by force."""

@@ -84,7 +84,7 @@ class Records:
         run_id: str,
         step_id: str,
         attempt: int,
-        decision: Literal["approve", "deny"],
+        decision: Literal["approve", "deny", "answer"],
         actor: str,
         note: str | None = None,
         *,

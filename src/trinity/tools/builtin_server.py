@@ -46,7 +46,7 @@ from trinity.security.loopback import is_loopback, loopback_names
 from trinity.security.secrets import redact_result
 from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
-from trinity.tools.builtin import BUILTIN_HINTS, BUILTIN_SPECS, BuiltinTools
+from trinity.tools.builtin import ASK_TOOL, BUILTIN_HINTS, BUILTIN_SPECS, BuiltinTools
 from trinity.tools.permissions import Action, PermissionPolicy
 from trinity.tools.policy_check import check_policy_tools
 from trinity.tools.sandbox import PROFILES, Sandbox
@@ -76,8 +76,9 @@ def build_server(
 def server_for(tools: BuiltinTools, *, policy: PermissionPolicy | None = None) -> Server[Any]:
     """The MCP server in front of an existing :class:`BuiltinTools`. With a ``policy``, each
     call is checked first: ``deny`` refuses it, and so does ``ask`` (there is nobody to ask)."""
-    listing = mcp_types.ListToolsResult(tools=[_mcp_tool(spec) for spec in BUILTIN_SPECS])
-    schemas = {spec.name: spec.input_schema for spec in BUILTIN_SPECS}
+    served = [spec for spec in BUILTIN_SPECS if spec.name != ASK_TOOL]  # nobody to ask here
+    listing = mcp_types.ListToolsResult(tools=[_mcp_tool(spec) for spec in served])
+    schemas = {spec.name: spec.input_schema for spec in served}
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: mcp_types.PaginatedRequestParams | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +13,7 @@ from trinity.server.auth import Caller, require
 from trinity.server.schemas import (
     RUN_PROBLEMS,
     Accepted,
+    Answer,
     CancelBody,
     CreateRun,
     Decision,
@@ -148,17 +149,17 @@ async def resume_run(run_id: str, request: Request, caller: Annotated[Caller, WR
 
 
 async def _decide(
-    request: Request, run_id: str, approve: bool, body: Decision | None, caller: Caller
+    request: Request,
+    run_id: str,
+    decision: Literal["approve", "deny", "answer"],
+    text: str | None,
+    caller: Caller,
 ) -> Accepted:
     server = _server(request)
     run = await run_in_threadpool(server.runtime.find_run, run_id)
-    decide = server.runtime.approve if approve else server.runtime.deny
-    note = body.note if body else None
-    await server.executor.continue_run(
-        run.id,
-        lambda subscribers: decide(run.id, note, actor=caller.actor, subscribers=subscribers),
-    )
-    return Accepted(run_id=run.id, detail="approved" if approve else "denied")
+    await server.executor.decide(run.id, decision, text, caller.actor)
+    said = {"approve": "approved", "deny": "denied", "answer": "answered"}
+    return Accepted(run_id=run.id, detail=said[decision])
 
 
 @router.post("/{run_id}/approve", status_code=202, response_model=Accepted)
@@ -166,12 +167,22 @@ async def approve_run(
     run_id: str, request: Request, caller: Annotated[Caller, APPROVE], body: Decision | None = None
 ) -> Accepted:
     """Approve the tool call the run waits for; the run goes on (the call is made once)."""
-    return await _decide(request, run_id, True, body, caller)
+    return await _decide(request, run_id, "approve", body.note if body else None, caller)
 
 
 @router.post("/{run_id}/deny", status_code=202, response_model=Accepted)
 async def deny_run(
     run_id: str, request: Request, caller: Annotated[Caller, APPROVE], body: Decision | None = None
 ) -> Accepted:
-    """Refuse the tool call the run waits for; that step fails and the run goes on."""
-    return await _decide(request, run_id, False, body, caller)
+    """Refuse the tool call the run waits for (or decline its question); that step fails and
+    the run goes on."""
+    return await _decide(request, run_id, "deny", body.note if body else None, caller)
+
+
+@router.post("/{run_id}/answer", status_code=202, response_model=Accepted)
+async def answer_run(
+    run_id: str, request: Request, caller: Annotated[Caller, APPROVE], body: Answer
+) -> Accepted:
+    """Answer the question the run's ``person.ask`` step waits on (one of its choices, if it
+    has some); the answer is that step's output and the run goes on."""
+    return await _decide(request, run_id, "answer", body.text, caller)

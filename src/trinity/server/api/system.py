@@ -21,7 +21,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready for work: the database takes a durable write (no token needed)."""
+    """Ready for work: the database takes a durable write, and the MCP servers configured with
+    ``start = "eager"`` start (checked at most every 10 s; no token needed)."""
     server = request.app.state.trinity
     checks: dict[str, Any] = {}
     try:
@@ -29,8 +30,11 @@ async def readyz(request: Request) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # a full disk, a read-only or broken database
         checks["database"] = f"failing: {exc}"
+    mcp = await server.mcp_readiness.check()
+    if mcp:
+        checks["mcp_servers"] = mcp
     checks["runs_in_progress"] = server.executor.running
-    ready = checks["database"] == "ok"
+    ready = checks["database"] == "ok" and all(said == "ok" for said in mcp.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from trinity.decisions import Decision
 from trinity.errors import TrinityError
 from trinity.security.tokens import AuthError, verify_token
 from trinity.server.auth import COOKIE, Caller, presented_token, require
@@ -65,6 +66,9 @@ async def page_caller(request: Request) -> Caller | None:
 
 
 Viewer = Annotated[Caller | None, Depends(page_caller)]
+
+
+DECISIONS: dict[str, Decision] = {"approve": "approve", "deny": "deny", "answer": "answer"}
 
 
 def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -247,7 +251,7 @@ async def act(
     action: str,
     viewer: Viewer,
     csrf: Annotated[str, Form()] = "",
-    note: Annotated[str, Form(max_length=2_000)] = "",
+    note: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
     if viewer is None:
         return _login()
@@ -259,15 +263,9 @@ async def act(
         if action == "cancel":
             await require("runs:write", "write")(request)
             await runtime.cancel_run(run.id, 5.0)
-        elif action in ("approve", "deny"):
+        elif action in DECISIONS:
             caller = await require("approvals", "write")(request)
-            decide = runtime.approve if action == "approve" else runtime.deny
-            await server.executor.continue_run(
-                run.id,
-                lambda subscribers: decide(
-                    run.id, note or None, actor=caller.actor, subscribers=subscribers
-                ),
-            )
+            await server.executor.decide(run.id, DECISIONS[action], note or None, caller.actor)
         else:
             return _render(request, "error.html", message=f"unknown action {action!r}")
     except TrinityError as exc:

@@ -44,6 +44,7 @@ from trinity.tools import fswalk
 from trinity.tools.base import ToolSpec
 from trinity.tools.builtin.args import (
     _CAPTURE_BYTES,
+    MAX_CHOICES,
     MAX_CODE_CHARS,
     MAX_COMMAND_CHARS,
     MAX_EDIT_FILE_BYTES,
@@ -53,8 +54,10 @@ from trinity.tools.builtin.args import (
     MAX_OUTPUT_CHARS,
     MAX_PATH_CHARS,
     MAX_PATTERN_CHARS,
+    MAX_QUESTION_CHARS,
     MAX_REDIRECTS,
     MAX_WRITE_CHARS,
+    AskArgs,
     EditArgs,
     FetchArgs,
     GlobArgs,
@@ -91,8 +94,10 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "ASK_TOOL",
     "BUILTIN_HINTS",
     "BUILTIN_SPECS",
+    "MAX_CHOICES",
     "MAX_CODE_CHARS",
     "MAX_COMMAND_CHARS",
     "MAX_EDIT_FILE_BYTES",
@@ -102,8 +107,10 @@ __all__ = [
     "MAX_OUTPUT_CHARS",
     "MAX_PATH_CHARS",
     "MAX_PATTERN_CHARS",
+    "MAX_QUESTION_CHARS",
     "MAX_REDIRECTS",
     "MAX_WRITE_CHARS",
+    "AskArgs",
     "BuiltinTools",
     "EditArgs",
     "FetchArgs",
@@ -145,6 +152,9 @@ class _Definition:
         return self.read_only or self.idempotent_unless is not None
 
 
+ASK_TOOL = "person.ask"
+"""The tool a run asks a person with: Tetyana pauses the run until the answer is in the store
+(``Runtime.answer``), and the answer is the step's output. No tool provider makes this call."""
 _DEFINITIONS: tuple[_Definition, ...] = (
     _Definition("fs.read", "Read a text file", ReadArgs, "_read", read_only=True),
     _Definition(
@@ -191,6 +201,15 @@ _DEFINITIONS: tuple[_Definition, ...] = (
         "file-size limits); returns its output and exit code",
         PythonArgs,
         "_python",
+    ),
+    _Definition(
+        ASK_TOOL,
+        "Ask the person who runs the task a question and wait for the answer (the step's "
+        "output): for a fact or a choice only they can give. With `choices`, the answer is "
+        "one of them",
+        AskArgs,
+        "_ask",
+        read_only=True,
     ),
 )
 BUILTIN_SPECS: tuple[ToolSpec, ...] = tuple(
@@ -272,6 +291,13 @@ class BuiltinTools:
 
     async def list_tools(self) -> list[ToolSpec]:
         return list(BUILTIN_SPECS)
+
+    def _ask(self, args: AskArgs) -> ToolResult:
+        return ToolResult(
+            ok=False,
+            error=f"{ASK_TOOL} is answered by a person through a run (it pauses the run until "
+            "the answer is given): no tool provider makes this call",
+        )
 
     def spec(self, name: str) -> ToolSpec | None:
         """A tool's spec, without waiting (see :meth:`ToolHub.spec`)."""

@@ -127,6 +127,21 @@ class PythonArgs(_Args):
     timeout_s: float | None = _TimeoutField
 
 
+MAX_QUESTION_CHARS = 2_000
+MAX_CHOICES = 20
+
+
+class AskArgs(_Args):
+    question: str = Field(
+        min_length=1, max_length=MAX_QUESTION_CHARS, description="What to ask the person"
+    )
+    choices: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_CHOICES,
+        description="The answers the person may give; empty: any text",
+    )
+
+
 class FetchArgs(_Args):
     url: str = Field(
         min_length=1, max_length=netguard.MAX_URL_CHARS, description="http:// or https:// URL"

@@ -123,6 +123,10 @@ class ToolHub:
         server = self._servers.get(name)
         return server.last_error if server is not None else None
 
+    def eager_servers(self) -> list[str]:
+        """The servers configured with ``start = "eager"`` (the ones :meth:`start` starts)."""
+        return [s.name for s in self._servers.values() if s.config.start == "eager"]
+
     async def start(self) -> dict[str, str]:
         """Check local tool names and start the ``eager`` servers (concurrently).
 
