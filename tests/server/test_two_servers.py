@@ -139,3 +139,60 @@ def test_a_killed_server_s_run_is_taken_over_once(
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
     assert sum(e["kind"] == "run_started" for e in events) == 2  # started, then resumed once
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_workers_share_the_port_and_the_database(tmp_path: Path) -> None:
+    """`trinity serve --workers 2`: two processes answer on one port; every run is executed
+    by one of them, once, and can be read and followed from either."""
+    env = {**os.environ, "TRINITY_WORKSPACE": str(tmp_path / "ws"), "TRINITY_SANDBOX": "off"}
+    secret = admin_token(tmp_path, env)
+    server = Serve(tmp_path, env, "--workers", "2")
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        until = time.monotonic() + 30
+        while len(workers := _children(server.proc.pid)) < 2:
+            assert time.monotonic() < until, f"workers: {workers}"
+            time.sleep(0.1)
+        ids = []
+        for n in range(6):  # a connection each: the workers take turns accepting
+            with httpx.Client(headers=headers, timeout=10) as http:
+                steps = [sleep(1.0, "nap"), _append(f"w{n}", f"run {n}")]
+                created = http.post(f"{server.url}/v1/runs", json={"plan": plan(*steps)})
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["run"]["id"])
+        owners: set[int] = set()
+        until = time.monotonic() + 60
+        pending = set(ids)
+        while pending:
+            assert time.monotonic() < until, f"runs not finished: {pending}"
+            for run_id in list(pending):
+                with httpx.Client(headers=headers, timeout=10) as http:
+                    run = http.get(f"{server.url}/v1/runs/{run_id}").json()
+                if run["lease_owner"]:
+                    owners.add(json.loads(run["lease_owner"])["pid"])
+                if run["status"] == "succeeded":
+                    pending.discard(run_id)
+                else:
+                    assert run["status"] == "running", run
+            time.sleep(0.1)
+        assert owners and owners <= workers, (owners, workers)
+        lines = sorted((tmp_path / "ws" / "ledger.txt").read_text().splitlines())
+        assert lines == [f"run {n}" for n in range(6)]  # each run's write made once
+        with httpx.Client(headers=headers, timeout=10) as http:
+            listed = http.get(f"{server.url}/v1/runs", params={"limit": 10}).json()["runs"]
+            assert {run["id"] for run in listed} == set(ids)
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.proc.stderr.read() if server.proc.stderr else ""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,18 @@ class ServerState:
     allow_scripted: bool
     mcp_servers_file: str | None
     mcp_readiness: McpReadiness
+
+
+SERVE_OPTIONS = "TRINITY_SERVE_OPTIONS"
+"""The environment variable ``trinity serve --workers N`` hands its options to each worker in
+(JSON: ``auth``, ``host``, ``resume_orphans``)."""
+
+
+def app_from_environment() -> FastAPI:
+    """One worker process's app under ``trinity serve --workers N``: the settings as usual
+    (environment, ``trinity.toml``), the command's options from :data:`SERVE_OPTIONS`."""
+    options = json.loads(os.environ.get(SERVE_OPTIONS, "{}"))
+    return create_app(Settings(), **options)
 
 
 def create_app(
