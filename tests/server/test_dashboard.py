@@ -82,6 +82,14 @@ async def test_log_in_start_a_run_and_watch_it_finish(
     await page.wait_for_selector("pre.report")
     assert "all 2 steps verified" in await page.inner_text("pre.report")
     assert "/ 50" in await page.inner_text("dl.usage")  # the limit given in the form
+    # the agents' lanes: a bar per turn, labelled with the step and tool, and the verdicts
+    lanes = page.locator("#lanes .lane")
+    nodes = [await lane.get_attribute("data-node") for lane in await lanes.all()]
+    assert {"meta", "atlas", "tetyana", "grisha"} <= set(nodes), nodes
+    turns = await page.locator('.lane[data-node="tetyana"] .turn').all()
+    titles = [await turn.get_attribute("title") or "" for turn in turns]
+    assert any("think: python.run" in title for title in titles), titles
+    assert await page.locator('.lane[data-node="grisha"] .turn.ok').count() == 2
     kinds = await page.locator("#timeline .kind").all_inner_texts()
     assert "tool_call" in kinds and "verdict" in kinds and "run_finished" in kinds
     await _shot(page, "run-page")

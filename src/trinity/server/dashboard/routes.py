@@ -8,6 +8,7 @@ import hmac
 import json
 import secrets
 import time
+from html import escape
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -22,6 +23,7 @@ from trinity.decisions import Decision
 from trinity.errors import TrinityError
 from trinity.security.tokens import AuthError, verify_token
 from trinity.server.auth import COOKIE, Caller, presented_token, require
+from trinity.server.dashboard.lanes import agent_lanes
 from trinity.views import RunFilter
 
 HERE = Path(__file__).parent
@@ -68,6 +70,8 @@ async def page_caller(request: Request) -> Caller | None:
 Viewer = Annotated[Caller | None, Depends(page_caller)]
 
 
+SINCE = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+"""The runs list's time ranges: created in the last hour, day, week, month."""
 DECISIONS: dict[str, Decision] = {"approve": "approve", "deny": "deny", "answer": "answer"}
 
 
@@ -132,20 +136,26 @@ async def runs_page(
     viewer: Viewer,
     status: str = "",
     text: str = "",
+    since: str = "",
     cursor: str = "",
     limit: int = 100,
 ) -> Response:
     if viewer is None:
         return _login()
     runtime = request.app.state.trinity.runtime
-    where = RunFilter(status=[status] if status else None, text=text[:500] or None)
+    window = SINCE.get(since)
+    where = RunFilter(
+        status=[status] if status else None,
+        text=text[:500] or None,
+        since=time.time() - window if window else None,
+    )
     try:
         page = await run_in_threadpool(
             runtime.list_runs, where, limit=max(1, min(limit, 500)), cursor=cursor or None
         )
     except TrinityError as exc:
         return _render(request, "error.html", message=str(exc))
-    filters = {"status": status, "text": text}
+    filters = {"status": status, "text": text, "since": since if window else ""}
     older = None
     if page.next_cursor:
         query = {**filters, "cursor": page.next_cursor, "limit": limit}
@@ -157,6 +167,8 @@ async def runs_page(
         runs=page.runs,
         status=status,
         text=text,
+        since=since if window else "",
+        windows=SINCE,
         older=older,
         newest=newest if cursor else None,
     )
@@ -172,7 +184,21 @@ async def run_page(request: Request, run_id: str, viewer: Viewer) -> Response:
         events = await run_in_threadpool(runtime.events, run.id, 0, 2000)
     except TrinityError as exc:
         return _render(request, "error.html", message=str(exc))
-    return _render(request, "run.html", run=run, state=run.state, events=events)
+    lanes = agent_lanes(events)
+    return _render(request, "run.html", run=run, state=run.state, events=events, lanes=lanes)
+
+
+@router.get("/runs/{run_id}/lanes", response_class=HTMLResponse)
+async def run_lanes(request: Request, run_id: str, viewer: Viewer) -> Response:
+    """The run page's agent lanes alone (the page refreshes them while the run goes on)."""
+    if viewer is None:
+        return _login()
+    runtime = request.app.state.trinity.runtime
+    try:
+        events = await run_in_threadpool(runtime.events, runtime.find_run(run_id).id, 0, 2000)
+    except TrinityError as exc:
+        return HTMLResponse(f'<p class="error">{escape(str(exc))}</p>', status_code=404)
+    return _render(request, "lanes.html", lanes=agent_lanes(events))
 
 
 @router.get("/approvals", response_class=HTMLResponse)

@@ -57,6 +57,16 @@
   if (page === "run") {
     const bar = document.querySelector("[data-run]");
     const runId = bar.dataset.run;
+    let lanesDue = null;
+    const refreshLanes = () => {  // at most twice a second, however fast the turns come
+      if (lanesDue) return;
+      lanesDue = setTimeout(() => {
+        lanesDue = null;
+        fetch(`/runs/${runId}/lanes`).then((r) => r.ok ? r.text() : null).then((html) => {
+          if (html) document.getElementById("lanes").outerHTML = html;
+        });
+      }, 500);
+    };
     const timeline = document.getElementById("timeline");
     stream(`/v1/runs/${runId}/events/stream?after_seq=${bar.dataset.lastSeq}`, (e) => {
       const li = document.createElement("li");
@@ -68,6 +78,7 @@
       }
       timeline.append(li);
       timeline.scrollTop = timeline.scrollHeight;
+      if (e.kind === "node_finished") refreshLanes();
       if (e.kind === "run_finished" || e.kind === "approval_requested") reloadSoon(600);
     });
   }
