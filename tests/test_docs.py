@@ -1076,6 +1076,7 @@ CLI_SECTIONS = {
     "runs cancel": "`trinity runs cancel RUN_ID`",
     "runs approve": "`trinity runs approve RUN_ID` / `trinity runs deny RUN_ID`",
     "runs deny": "`trinity runs approve RUN_ID` / `trinity runs deny RUN_ID`",
+    "runs answer": "`trinity runs answer RUN_ID TEXT`",
     "runs audit": "`trinity runs audit RUN_ID`",
     "tools list": "`trinity tools list`",
     "tools call": "`trinity tools call NAME`",

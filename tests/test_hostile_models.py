@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from llm_server import FakeLLMServer, Hang, Raw, Reply, Status, fake_llm_server  # noqa: F401
 from trinity.config import Settings
 from trinity.events import EventBase, LLMFailed
+from trinity.limits import RunLimits
 from trinity.report import render_report
 from trinity.runtime import Runtime
 from trinity.state import RunState, StopReason
@@ -108,7 +109,9 @@ async def test_missing_usage_does_not_switch_the_token_budget_off(
     provider: str,
 ) -> None:
     fake_llm_server.script(Reply(json.dumps(PLAN), usage=False), Reply(VERDICT, usage=False))
-    state = await _run(_settings(settings, fake_llm_server, provider), provider, token_budget=50)
+    state = await _run(
+        _settings(settings, fake_llm_server, provider), provider, limits=RunLimits(token_budget=50)
+    )
     assert state.stop_reason == StopReason.TOKEN_BUDGET, state.stop_detail
     assert state.usage.total_tokens > 50
 
@@ -198,7 +201,11 @@ async def test_a_silent_server_fails_with_its_own_error_within_the_node_time(
 ) -> None:
     fake_llm_server.script(Hang(30), Hang(30), Hang(30))
     # A short node timeout for this run: each attempt is shortened so both fit in it.
-    state = await _run(_settings(settings, fake_llm_server, provider), provider, node_timeout_s=2.0)
+    state = await _run(
+        _settings(settings, fake_llm_server, provider),
+        provider,
+        limits=RunLimits(node_timeout_s=2.0),
+    )
     assert state.stop_reason == StopReason.ERROR, state.stop_detail
     assert "no complete reply" in (state.stop_detail or "") and "2 attempts" in (
         state.stop_detail or ""

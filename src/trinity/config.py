@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         description="What a resumed run does about a tool call its process died during: "
         "recheck (re-run an idempotent tool, else judge it by its file checks), rerun, ask, fail",
     )
+    model_may_ask: bool = Field(
+        default=False,
+        description="Atlas may plan person.ask steps (a question the run waits on a person "
+        "to answer) for a task in words; plan files always may",
+    )
     mcp_servers_file: Path | None = Field(
         default=None,
         description='MCP servers to use, in the common {"mcpServers": {...}} JSON shape',

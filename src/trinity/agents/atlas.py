@@ -24,7 +24,7 @@ from trinity.state import (
     task_checks,
 )
 from trinity.tools.base import ToolSpec
-from trinity.tools.builtin import argument_errors
+from trinity.tools.builtin import ASK_TOOL, argument_errors
 
 MAX_RESULT_CHARS = 4_000
 
@@ -91,11 +91,19 @@ class Atlas:
 
     async def __call__(self, state: RunState) -> dict[str, Any]:
         if state.decision == Decision.REPLAN:
-            return await self._replan(state, await self.ctx.tools.list_tools())
+            return await self._replan(state, await self._tools())
         if state.plan is not None:  # a plan the user gave: checked before the run started
             self._emit_plan(state.plan)
             return {}
-        return await self._first_plan(state, await self.ctx.tools.list_tools())
+        return await self._first_plan(state, await self._tools())
+
+    async def _tools(self) -> list[ToolSpec]:
+        """The tools the model may plan with: ``person.ask`` only when the settings allow it
+        (a question waits for a person; unattended runs should not)."""
+        tools = await self.ctx.tools.list_tools()
+        if self.ctx.settings.model_may_ask:
+            return tools
+        return [spec for spec in tools if spec.name != ASK_TOOL]
 
     async def _first_plan(self, state: RunState, tools: list[ToolSpec]) -> dict[str, Any]:
         system = prompt("atlas_plan").safe_substitute(
