@@ -11,7 +11,7 @@ import pytest
 
 from mcp_fixtures import EVERYTHING_JS, HANG_SERVER
 from trinity.config import Settings
-from trinity.errors import ConfigError, PlanFileError
+from trinity.errors import ConfigError, InputError, PlanFileError
 from trinity.events import EventBase, ToolServerProblem
 from trinity.llm.scripted import ScriptedProvider
 from trinity.runtime import Runtime
@@ -115,6 +115,41 @@ async def test_a_plan_file_naming_an_unknown_server_is_refused(
             runtime.prepare(str(plan))
     finally:
         runtime.close()
+
+
+async def test_a_run_uses_only_the_servers_it_names_and_keeps_them_when_resumed(
+    tmp_path: Path, workspace: Path, node: str
+) -> None:
+    settings = Settings(
+        database_url=str(tmp_path / "t.db"),
+        workspace=workspace,
+        mcp_servers_file=servers_file(tmp_path, node),
+    )
+    llm = ScriptedProvider(
+        [
+            {"match": {"purpose": "atlas.plan"}, "text": json.dumps(PLAN), "repeat": True},
+            {"match": {"purpose": "grisha"}, "text": '{"passed": true, "reason": "ok"}'},
+        ]
+    )
+    runtime = Runtime(settings, llm=llm)
+    try:
+        with pytest.raises(InputError, match=r"unknown MCP server\(s\) \['weather'\]; configured"):
+            runtime.prepare("What time is it?", mcp_servers=["weather"])
+        request = runtime.prepare("What time is it in Tokyo?", mcp_servers=["everything"])
+        state = await runtime.start(request)
+    finally:
+        runtime.close()
+    # Atlas was offered the chosen server's tools only; its plan on `time.*` cannot run
+    offered = llm.requests[0].messages[0].content
+    assert "- everything.echo:" in offered and "time.convert_time" not in offered
+    assert state.mcp_servers == ["everything"]
+    assert state.stop_reason != StopReason.COMPLETED
+    reader = Runtime(settings)
+    try:
+        stored = reader.get_run(state.run_id).state
+    finally:
+        reader.close()
+    assert stored is not None and stored.mcp_servers == ["everything"]
 
 
 async def test_the_built_in_tools_also_run_as_a_child_mcp_server(workspace: Path) -> None:

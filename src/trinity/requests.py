@@ -52,6 +52,8 @@ class RunRequest:
     """The tool permission policy; the run keeps it (in its state) when resumed."""
     mcp_servers_file: str | None = None
     """Absolute path of the MCP servers file, so a resume from another folder finds it."""
+    mcp_servers: list[str] | None = None
+    """The configured MCP servers the run may use, by name (``None``: all of them)."""
     on_interrupted: OnInterrupted = OnInterrupted.RECHECK
     """What a resume does about a tool call the run's process died during."""
 
@@ -87,6 +89,7 @@ class Preparation:
         permissions_file: str | Path | None = None,
         mcp_servers_file: str | Path | None = None,
         on_interrupted: OnInterrupted | str | None = None,
+        mcp_servers: list[str] | None = None,
     ) -> RunRequest:
         """Check a task text or plan file and the options; raise a clear error or return a
         request that :meth:`start` can run. Nothing about the run is stored yet.
@@ -132,6 +135,7 @@ class Preparation:
         servers_file = mcp_servers_file or s.mcp_servers_file
         mcp_file = str(Path(servers_file).expanduser().resolve()) if servers_file else None
         mcp = self._mcp_config(mcp_file)
+        chosen = mcp.only(mcp_servers)
         # Disabled servers too: the tool hub refuses any server that shadows a built-in namespace.
         clashing = sorted(set(mcp.servers) & _BUILTIN_NAMESPACES)
         if clashing:
@@ -139,7 +143,7 @@ class Preparation:
                 f"MCP server name(s) {clashing} clash with the built-in tools' namespaces "
                 f"({', '.join(sorted(_BUILTIN_NAMESPACES))}): rename the server"
             )
-        if mcp.enabled() and self._tools is None:
+        if chosen.enabled() and self._tools is None:
             # The MCP SDK (about 0.6 s to import) is loaded now, while the request is prepared,
             # rather than by the run: on the event loop, before the run's clock starts, where
             # it would stall every other run of this process.
@@ -147,7 +151,7 @@ class Preparation:
         if plan is not None and plan_file is not None and self._tools is None:
             # Built-in tools are checked here; a server's tools are only known once it runs,
             # so for those the server must exist and the call validates the arguments.
-            servers = {server.name for server in mcp.enabled()}
+            servers = {server.name for server in chosen.enabled()}
             builtin = [step for step in plan.steps if step.tool.split(".")[0] not in servers]
             problems = check_steps(list(builtin), list(BUILTIN_SPECS), set())
             if problems:
@@ -178,7 +182,7 @@ class Preparation:
         if s.rate_limits:
             check_rate_limits(s.rate_limits)
         if permissions is not None and self._tools is None:
-            check_policy_tools(permissions, BUILTIN_SPECS, mcp.servers)
+            check_policy_tools(permissions, BUILTIN_SPECS, chosen.servers)
         store = self.store  # last: a bad database URL or a too-new schema is bad configuration
         if store.path.resolve().is_relative_to(root.resolve()):
             raise InputError(
@@ -203,6 +207,7 @@ class Preparation:
             requested=requested,
             permissions=permissions,
             mcp_servers_file=mcp_file,
+            mcp_servers=list(mcp_servers) if mcp_servers is not None else None,
             on_interrupted=interrupted,
         )
 

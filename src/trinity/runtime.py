@@ -146,6 +146,7 @@ class Runtime(Preparation, RunQueries, Decisions):
             requested=request.requested,
             permissions=request.permissions.to_data() if request.permissions else None,
             mcp_servers_file=request.mcp_servers_file,
+            mcp_servers=request.mcp_servers,
             started_at=time.time(),
         )
         if idempotency_key is not None:
@@ -327,7 +328,10 @@ class Runtime(Preparation, RunQueries, Decisions):
         tools = self._tools
         if tools is None:
             tools = self.tool_hub(
-                state.task.workspace, state.mcp_servers_file, state.policy.tool_timeout_s
+                state.task.workspace,
+                state.mcp_servers_file,
+                state.policy.tool_timeout_s,
+                only=state.mcp_servers,
             )
         return Services(
             llm,
@@ -342,17 +346,20 @@ class Runtime(Preparation, RunQueries, Decisions):
         workspace: str | Path | None = None,
         mcp_servers_file: str | None = None,
         tool_timeout_s: float | None = None,
+        *,
+        only: list[str] | None = None,
     ) -> ToolHub:
         """The tools a run gets: the built-in ones in ``workspace`` (default: the settings'),
         under this runtime's sandbox, and the MCP servers of ``mcp_servers_file`` (``None``:
-        the inline ``mcp_servers`` setting, if any). Not started: ``async with`` it."""
+        the inline ``mcp_servers`` setting, if any), or ``only`` those of them named there.
+        Not started: ``async with`` it."""
         root = workspace if workspace is not None else self.settings.workspace
         timeout = tool_timeout_s if tool_timeout_s is not None else self.settings.tool_timeout_s
         try:
             builtin = BuiltinTools(root, default_timeout_s=timeout, sandbox=self.sandbox())
         except OSError as exc:
             raise InputError(f"cannot use workspace {root}: {exc}") from None
-        servers = self._mcp_config(mcp_servers_file)
+        servers = self._mcp_config(mcp_servers_file).only(only)
         return ToolHub(servers, local=[builtin], default_timeout_s=timeout)
 
     def _rate_limiter(self) -> RateLimiter | None:

@@ -466,6 +466,8 @@ class RunState(EngineState):
     mcp_servers_file: str | None = None
     """The MCP servers file the run was started with (resume uses it again). Only the path is
     kept: the file may hold credentials that do not belong in checkpoints."""
+    mcp_servers: list[str] | None = None
+    """The servers of that file the run may use, by name (``None``: all)."""
     requested: dict[str, Any] = Field(default_factory=dict)
     """Policy values the user fixed (``verification``, ``max_steps``…); they win over choices."""
 

@@ -96,6 +96,9 @@ async def test_bad_requests_are_problems_that_name_what_was_wrong(
         headers={"content-type": "application/json"},
     )
     assert huge.status_code == 413 and "api_max_body_bytes" in huge.json()["detail"]
+    servers = await client.post("/v1/runs", json={"plan": plan(write("a")), "mcp_servers": ["x"]})
+    assert servers.status_code == 422
+    assert "unknown MCP server(s) ['x']; configured: none" in servers.json()["detail"]
     limits = await client.post(
         "/v1/runs", json={"plan": plan(write("a")), "limits": {"max_steps": 0}}
     )

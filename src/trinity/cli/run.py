@@ -145,6 +145,13 @@ def run(
         Path | None,
         typer.Option("--mcp", help='MCP servers file ({"mcpServers": {...}} JSON)'),
     ] = None,
+    mcp_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mcp-server",
+            help="Use only this configured MCP server (repeat for several; default: all)",
+        ),
+    ] = None,
     permissions: Annotated[
         Path | None,
         typer.Option(
@@ -199,6 +206,7 @@ def run(
             max_replans=max_replans,
             permissions_file=permissions,
             mcp_servers_file=mcp,
+            mcp_servers=mcp_server,
             on_interrupted=on_interrupted,
         )
     if not json_output:

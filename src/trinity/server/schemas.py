@@ -3,7 +3,7 @@ with its name, and sizes are capped."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,11 @@ class CreateRun(Strict):
     )
     permissions: dict[str, Any] | None = Field(
         default=None, description="A permission policy (the YAML file's content, as JSON)"
+    )
+    mcp_servers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="The server's configured MCP servers this run may use, by name; unset: all",
     )
 
 

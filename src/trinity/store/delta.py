@@ -32,7 +32,9 @@ Change = list[Any]
 
 _MISSING = object()
 _TRACKED_BY_HAND = frozenset({"plan", "plan_history"})
-_FIXED = frozenset({"run_id", "task", "requested", "permissions", "mcp_servers_file", "started_at"})
+_FIXED = frozenset(
+    {"run_id", "task", "requested", "permissions", "mcp_servers_file", "mcp_servers", "started_at"}
+)
 """RunState fields that are set when a run starts and never change afterwards."""
 _REPLACED = frozenset({"policy", "lessons_used", "progress_findings", "pending_approval"})
 """RunState fields the agents replace, never change in place: the same object is unchanged."""

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trinity.errors import ConfigError
+from trinity.errors import ConfigError, InputError
 from trinity.security.inputs import HostileInputError, load_json
 from trinity.security.secrets import SECRETS
 
@@ -102,6 +102,20 @@ class McpConfig(BaseModel):
     def enabled(self) -> list[ServerConfig]:
         """The servers to run."""
         return [server for server in self.servers.values() if server.enabled]
+
+    def only(self, names: list[str] | None) -> McpConfig:
+        """These servers alone (``None``: all); a name that is not configured, or names a
+        disabled server, is an :class:`InputError` naming the ones there are."""
+        if names is None:
+            return self
+        unknown = [name for name in names if name not in self.servers]
+        if unknown:
+            known = ", ".join(self.servers) or "none"
+            raise InputError(f"unknown MCP server(s) {unknown}; configured: {known}")
+        disabled = [name for name in names if not self.servers[name].enabled]
+        if disabled:
+            raise InputError(f"MCP server(s) {disabled} are disabled in the configuration")
+        return McpConfig(servers={n: s for n, s in self.servers.items() if n in names})
 
 
 def load_mcp_config(path: str | Path) -> McpConfig:

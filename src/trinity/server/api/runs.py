@@ -67,6 +67,7 @@ async def create_run(
         limits=body.limits,
         verification=body.verification,
         max_replans=body.max_replans,
+        mcp_servers=body.mcp_servers,
     )
     if policy is not None:
         prepared.permissions = policy
