@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtime", "requests", "decisions", "execution", "queries", "views", "plans", "report"),
     ("agents",),
     ("engine",),
-    ("llm", "tools", "store", "security"),
+    ("llm", "tools", "store", "security", "observability"),
     ("state", "events", "config", "errors", "limits"),
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

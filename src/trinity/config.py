@@ -200,6 +200,11 @@ class Settings(BaseSettings):
         gt=0,
         description="How often trinity serve --resume-orphans looks for runs whose process died",
     )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="A folder where every Trinity process on this machine keeps its Prometheus "
+        "metrics (multiprocess mode): trinity metrics serve and /metrics then show them all",
+    )
     keyring: bool = Field(
         default=False,
         description="Read API keys that are not set otherwise from the OS keyring "

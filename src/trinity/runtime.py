@@ -55,6 +55,7 @@ from trinity.tools.reaper import REAPER, wait_for_reaper
 
 if TYPE_CHECKING:
     from trinity.llm.ratelimit import RateLimiter
+    from trinity.observability.metrics import RunMetrics
 
 __all__ = ["RunRequest", "Runtime"]
 
@@ -88,6 +89,8 @@ class Runtime(Preparation, RunQueries, Decisions):
         self._price_table: PriceTable | None = None
         self._subscribers: list[EventSink] = []
         self._limiter: RateLimiter | None = None
+        if self.settings.metrics_dir is not None:
+            self.metrics()  # another process shows them (trinity metrics serve)
 
     @property
     def store(self) -> Store:
@@ -109,6 +112,16 @@ class Runtime(Preparation, RunQueries, Decisions):
         (a server's live stream, metrics). Per-run subscribers go to :meth:`start` and the
         others."""
         self._subscribers.append(subscriber)
+
+    def metrics(self) -> RunMetrics:
+        """The process's Prometheus metrics, kept from this runtime's runs from now on (the
+        server calls it; ``settings.metrics_dir`` makes every runtime call it)."""
+        from trinity.observability.metrics import process_metrics
+
+        sink = process_metrics(self.settings.metrics_dir)
+        if sink not in self._subscribers:
+            self._subscribers.append(sink)
+        return sink
 
     async def start(
         self, request: RunRequest, *, subscribers: Iterable[EventSink] = ()

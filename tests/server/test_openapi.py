@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_two_servers import Serve, admin_token
+from server_helpers import Serve, admin_token
 
 ST = shutil.which("st", path=str(Path(sys.executable).parent))
 CHECKS = ",".join(

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,76 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-from server_helpers import plan, sleep
-
-TRINITY = [sys.executable, "-m", "trinity"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from server_helpers import Serve, admin_token, plan, sleep
 
 
 def _append(name: str, line: str) -> dict[str, Any]:
     args = {"path": "ledger.txt", "content": line + "\n", "append": True}
     return {"id": name, "tool": "fs.write", "args": args}
-
-
-def admin_token(folder: Path, env: dict[str, str]) -> str:
-    """An admin token made with `trinity tokens create` on ``folder``'s t.db."""
-    made = subprocess.run(
-        [
-            *TRINITY,
-            "tokens",
-            "create",
-            "--name",
-            "test",
-            "--scope",
-            "admin",
-            "--json",
-            "--db",
-            str(folder / "t.db"),
-        ],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return str(json.loads(made.stdout)["token"])
-
-
-class Serve:
-    def __init__(self, tmp: Path, env: dict[str, str], *extra: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [*TRINITY, "serve", "--port", str(self.port), "--db", str(tmp / "t.db"), *extra],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        until = time.monotonic() + 30
-        while time.monotonic() < until:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"server did not start: {self.proc.stderr}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -193,6 +126,10 @@ def test_workers_share_the_port_and_the_database(tmp_path: Path) -> None:
         with httpx.Client(headers=headers, timeout=10) as http:
             listed = http.get(f"{server.url}/v1/runs", params={"limit": 10}).json()["runs"]
             assert {run["id"] for run in listed} == set(ids)
+        for _ in range(4):  # whichever worker answers, /metrics counts every worker's runs
+            with httpx.Client(headers=headers, timeout=10) as http:
+                text = http.get(f"{server.url}/metrics").text
+            assert 'trinity_runs_finished_total{stop_reason="completed"} 6.0' in text, text
     finally:
         server.stop()
     assert server.proc.returncode == 0, server.proc.stderr.read() if server.proc.stderr else ""

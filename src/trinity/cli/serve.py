@@ -65,6 +65,10 @@ def serve(
     os.environ[SERVE_OPTIONS] = json.dumps(options)
     if db:
         os.environ["TRINITY_DATABASE_URL"] = db
+    if config.metrics_dir is None:  # /metrics in any worker shows them all
+        import tempfile
+
+        os.environ["TRINITY_METRICS_DIR"] = tempfile.mkdtemp(prefix="trinity-metrics-")
     uvicorn.run(
         "trinity.server.app:app_from_environment",
         factory=True,

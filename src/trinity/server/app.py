@@ -90,6 +90,7 @@ def create_app(
         mcp_readiness=McpReadiness(rt, servers_path),
     )
     rt.subscribe(state.live.publish)
+    rt.metrics()  # shown at /metrics
     orphans = OrphanResumer(state.executor, settings.orphan_scan_s) if resume_orphans else None
 
     @contextlib.asynccontextmanager

@@ -128,6 +128,34 @@ class Records:
             ).fetchone()
         return dict(row) if row else None
 
+    # -- gauges ----------------------------------------------------------------------------------
+
+    def run_gauges(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Runs by status, and since when the oldest one of each live status has been so
+        (``running``: created; ``awaiting_approval``: the person asked), for the metrics."""
+        with self._read() as conn:
+            counts = {
+                str(status): int(count)
+                for status, count in conn.execute(
+                    "SELECT status, count(*) FROM runs GROUP BY status"
+                )
+            }
+            oldest: dict[str, float] = {}
+            running = conn.execute(
+                "SELECT min(created_at) FROM runs WHERE status = 'running'"
+            ).fetchone()[0]
+            if running is not None:
+                oldest["running"] = float(running)
+            asked = conn.execute(
+                "SELECT min(e.ts) FROM runs r JOIN events e ON e.run_id = r.id "
+                "WHERE r.status = 'awaiting_approval' AND e.kind = 'approval_requested' "
+                "AND e.seq = (SELECT max(seq) FROM events WHERE run_id = r.id "
+                "AND kind = 'approval_requested')"
+            ).fetchone()[0]
+            if asked is not None:
+                oldest["awaiting_approval"] = float(asked)
+        return counts, oldest
+
     # -- cancel requests -----------------------------------------------------------------------
 
     def request_cancel(self, run_id: str, grace_s: float) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from trinity.server.auth import Caller, require
 from trinity.server.schemas import COMMON_PROBLEMS, ToolInfo
@@ -58,3 +59,24 @@ async def list_tools(
         )
         for spec in specs
     ]
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"},
+        **COMMON_PROBLEMS,
+    },
+)
+async def metrics(
+    request: Request, caller: Annotated[Caller, Depends(require("runs:read"))]
+) -> PlainTextResponse:
+    """Prometheus metrics: this server's runs (every process's, with ``metrics_dir``) and the
+    database's gauges (runs by status, pending approvals). Needs a ``runs:read`` token (in
+    Prometheus: ``authorization: {credentials: trn_…}``)."""
+    from trinity.observability.metrics import CONTENT_TYPE, exposition
+
+    runtime = request.app.state.trinity.runtime
+    text = await run_in_threadpool(exposition, runtime.metrics().registry, lambda: runtime.store)
+    return PlainTextResponse(text, media_type=CONTENT_TYPE)

@@ -1,0 +1,2 @@
+"""What a monitoring stack reads: Prometheus metrics (:mod:`.metrics`), made from the events
+every run emits."""
