@@ -4,6 +4,7 @@ API returns the series the runs made: runs by stop reason, LLM tokens and durati
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from server_helpers import Serve, _free_port, admin_token, plan, wait_for_status, write
 
 PROMETHEUS = shutil.which("prometheus")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="LOUD SKIP: Debian's prometheus is not installed (.ci/run does)"
@@ -158,3 +161,15 @@ async def test_prometheus_scrapes_the_runs_series(
         prometheus, "histogram_quantile(0.95, sum by (le) (trinity_run_duration_seconds_bucket))"
     )
     assert 0 < next(iter(p95.values())) < 60
+
+    # every query of the shipped Grafana dashboard and alert rules runs on these series
+    dashboard = json.loads((DEPLOY / "grafana" / "trinity.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    exprs += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    answered = {}
+    for expression in exprs:
+        reply = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=5)
+        assert reply.status_code == 200 and reply.json()["status"] == "success", expression
+        answered[expression] = reply.json()["data"]["result"]
+    assert answered["trinity_runs_active"] and answered["trinity_approvals_pending"]
