@@ -12,7 +12,17 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "trinity"
 LAYERS: list[tuple[str, ...]] = [
     # top to bottom; a module may import its own layer and any lower one
     ("__main__", "__init__", "cli", "server"),
-    ("runtime", "requests", "decisions", "execution", "queries", "views", "plans", "report"),
+    (
+        "runtime",
+        "requests",
+        "decisions",
+        "execution",
+        "queries",
+        "views",
+        "plans",
+        "report",
+        "performance",
+    ),
     ("agents",),
     ("engine",),
     ("llm", "tools", "store", "security", "observability"),

@@ -7,9 +7,11 @@ Every method reads the database synchronously; a server calls them off its event
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from trinity.errors import NotFoundError
+from trinity.performance import GroupBy, PerformanceReport, build_report
 from trinity.views import (
     AuditEntry,
     EventRecord,
@@ -92,6 +94,15 @@ class RunQueries:
         """Every permission decision of the run, oldest first."""
         full = self._row(run_id)["id"]
         return [AuditEntry(**entry) for entry in self.store.list_audit(full)]
+
+    def performance(
+        self, since: float | None = None, until: float | None = None, by: GroupBy | None = None
+    ) -> PerformanceReport:
+        """The performance report of the runs created in [since, until) (default: all, up to
+        now), overall and grouped ``by`` model, tool or stop reason."""
+        end = until if until is not None else time.time()
+        rows = self.store.report_rows(since, end, by)
+        return build_report(rows, since=since, until=end, by=by)
 
     def _row(self, run_id: str) -> dict[str, Any]:
         row = self.store.get_run(run_id)

@@ -414,6 +414,10 @@ class Usage(BaseModel):
     estimated_calls: int = 0
     """Calls whose token counts the server did not give usably (missing, negative, absurd):
     their tokens are estimates from the text (:mod:`trinity.llm.replies`)."""
+    llm_seconds: float = 0.0
+    """Time spent in the calls that answered (their retries included)."""
+    llm_errors: int = 0
+    """Calls that failed for good (counted in ``llm_calls`` too)."""
 
     @property
     def total_tokens(self) -> int:

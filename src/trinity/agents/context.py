@@ -116,6 +116,7 @@ class AgentContext:
             usage.input_tokens += response.input_tokens
             usage.output_tokens += response.output_tokens
             usage.estimated_calls += response.usage_estimated
+            usage.llm_seconds += response.latency_s
             cost = 0.0
             if price is not None:
                 cost = price.cost(response.input_tokens, response.output_tokens)
@@ -164,6 +165,7 @@ class AgentContext:
             # Counted and told, so a run that only ever met a dead server does not report
             # "LLM calls 0" with an empty trace.
             state.usage.llm_calls += 1
+            state.usage.llm_errors += 1
             self.emit(
                 LLMFailed(
                     node=node,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from trinity.errors import StoreError
 from trinity.state import Lesson
+from trinity.store.stats import ReportRows
 from trinity.store.writer import GroupCommitWriter, Statement
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -156,6 +157,41 @@ class Records:
                 oldest["awaiting_approval"] = float(asked)
         return counts, oldest
 
+    def report_rows(self, since: float | None, until: float, group: str | None) -> ReportRows:
+        """What ``trinity report`` needs of the runs created in [since, until)
+        (:func:`trinity.performance.build_report`): sums per group (``model``, ``stop_reason``
+        or ``None`` for one group), the three durations of every ended run, and the tool calls
+        summed per tool. Plain tuples, aggregated by SQLite: 100,000 runs in about 0.2 s."""
+        key = _REPORT_GROUPS[group]
+        window = "created_at >= ? AND created_at < ?"
+        low = since if since is not None else float("-inf")
+        # All of history: a plain scan (0.1 s for 100,000 runs) beats looking each row up
+        # through the time index (0.25 s); a window (--since 24h) is what the index is for.
+        runs = "runs" if since is not None else "runs NOT INDEXED"
+        with self._read() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # tuples: no sqlite3.Row per run
+            sums = cursor.execute(
+                f"SELECT {key}, count(*), sum(status NOT IN ('running', 'awaiting_approval')), "
+                "sum(stop_reason = 'completed'), sum(stop_reason = 'cancelled'), "
+                "sum(input_tokens), sum(output_tokens), sum(cost_usd), sum(llm_calls), "
+                "sum(llm_errors), sum(tool_calls), sum(tool_errors) "
+                f"FROM {runs} WHERE {window} GROUP BY 1",
+                (low, until),
+            ).fetchall()
+            times = cursor.execute(
+                f"SELECT {key}, finished_at - created_at, llm_seconds, tool_seconds FROM {runs} "
+                f"WHERE {window} AND finished_at IS NOT NULL "
+                "AND status NOT IN ('running', 'awaiting_approval')",
+                (low, until),
+            ).fetchall()
+            tools = cursor.execute(
+                "SELECT tool, count(*), sum(calls), sum(errors), sum(seconds), max(max_seconds) "
+                f"FROM run_tools INDEXED BY run_tools_report WHERE {window} GROUP BY tool",
+                (low, until),
+            ).fetchall()
+        return ReportRows(sums, times, tools)
+
     # -- cancel requests -----------------------------------------------------------------------
 
     def request_cancel(self, run_id: str, grace_s: float) -> None:
@@ -238,3 +274,11 @@ def _audit_row(
         actor,
         time.time(),
     )
+
+
+_REPORT_GROUPS = {
+    None: "''",
+    "model": "coalesce(model, 'plan file (no model)')",
+    "stop_reason": "coalesce(stop_reason, status)",
+    "tool": "''",  # by tool: the tools' own rows
+}

@@ -163,6 +163,31 @@ MIGRATIONS: list[str] = [
         last_used_at REAL
     );
     """,
+    # 6: observability (issue 12): what a run spent, kept with its row when it ends, and its
+    # tool calls summed per tool, so `trinity report` reads columns, not events
+    """
+    ALTER TABLE runs ADD COLUMN llm_calls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN llm_errors INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN llm_seconds REAL NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN tool_calls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN tool_errors INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN tool_seconds REAL NOT NULL DEFAULT 0;
+    CREATE INDEX runs_finished ON runs(finished_at);
+    CREATE TABLE run_tools (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        tool TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        max_seconds REAL NOT NULL,
+        created_at REAL NOT NULL,  -- the run's (reports filter on it without a join)
+        PRIMARY KEY (run_id, tool)
+    ) WITHOUT ROWID;
+    -- the report's scan: grouped by tool in index order, filtered on time, never the table
+    CREATE INDEX run_tools_report
+        ON run_tools(tool, created_at, calls, errors, seconds, max_seconds);
+    """,
 ]
 
 JOURNAL_VERSION = 4

@@ -38,6 +38,7 @@ from trinity.state import RunState
 from trinity.store.lease import LEASE_TTL_S, Owner
 from trinity.store.records import Records, _fts_query
 from trinity.store.schema import JOURNAL_VERSION, MIGRATIONS
+from trinity.store.stats import stats_statements
 from trinity.store.tokens import TokenRecords
 from trinity.store.writer import GroupCommitWriter, Statement
 
@@ -286,7 +287,8 @@ class Store(Records, TokenRecords):
                 ),
                 expect_rows=1,
                 mismatch=_LEASE_LOST,
-            )
+            ),
+            *stats_statements(state),  # after the fenced update: written only if it was
         ]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
