@@ -159,6 +159,8 @@ class LLMCall(EventBase):
     attempts: int
     cost_usd: float | None = None
     """``None`` when the model has no price."""
+    finish_reason: str = "stop"
+    """``stop``, or ``length`` for a reply cut off at its token limit."""
 
 
 class LLMFailed(EventBase):

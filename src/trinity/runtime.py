@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -91,6 +92,12 @@ class Runtime(Preparation, RunQueries, Decisions):
         self._limiter: RateLimiter | None = None
         if self.settings.metrics_dir is not None:
             self.metrics()  # another process shows them (trinity metrics serve)
+        if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() not in ("", "none"):
+            from trinity.observability.tracing import process_tracer
+
+            tracer = process_tracer()  # a bad exporter name is a ConfigError here
+            if tracer is not None:
+                self._subscribers.append(tracer)
 
     @property
     def store(self) -> Store:

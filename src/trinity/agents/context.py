@@ -133,6 +133,7 @@ class AgentContext:
                     latency_s=round(response.latency_s, 4),
                     attempts=response.attempts,
                     cost_usd=round(cost, 6) if price is not None else None,
+                    finish_reason="length" if response.cut_off else "stop",
                 )
             )
             budget = state.policy.token_budget

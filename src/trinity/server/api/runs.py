@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from trinity.errors import DuplicateRunError, InputError
+from trinity.observability.context import incoming_trace
 from trinity.security.tokens import AuthError
 from trinity.server.auth import Caller, require
 from trinity.server.schemas import (
@@ -73,7 +74,8 @@ async def create_run(
         prepared.permissions = policy
     key = f"{caller.key}:{idempotency_key}" if idempotency_key else None
     try:
-        run_id = await server.executor.launch(prepared, idempotency_key=key)
+        with incoming_trace(request.headers):  # the run joins the caller's trace
+            run_id = await server.executor.launch(prepared, idempotency_key=key)
         created = True
     except DuplicateRunError as exc:
         run_id, created = exc.run_id, False

@@ -15,6 +15,7 @@ from typing import Any
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
+from trinity.observability.context import trace_carrier
 from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
 from trinity.tools.hub.connection import _Connection
@@ -180,7 +181,13 @@ class _Server:
                 assert conn.session is not None
                 conn.in_flight += 1
                 try:
-                    result = await conn.session.call_tool(tool_name, args)
+                    # the caller's trace goes along (W3C traceparent in the request's _meta)
+                    carrier = trace_carrier()
+                    result = await conn.session.call_tool(
+                        tool_name,
+                        args,
+                        meta=carrier or None,  # type: ignore[arg-type]
+                    )
                 finally:
                     conn.in_flight -= 1
         except TimeoutError:

@@ -1,0 +1,159 @@
+"""Traces over OTLP to an in-test receiver (the protobuf decoded with opentelemetry-proto): a
+scripted run has its run, agent, LLM, tool and verdict spans, parented and nested, named and
+attributed per the GenAI semantic conventions; an MCP call carries the trace to the server (a
+run started over the API joins the caller's trace: tests/server/test_api_tracing.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+META_SERVER = ROOT / "tests" / "mcp_servers" / "meta_server.py"
+
+
+class Receiver:
+    """An OTLP/HTTP trace endpoint that keeps every span it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        spans = self.spans
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            spans.append(_decoded(span))
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def by_name(self, prefix: str) -> list[dict[str, Any]]:
+        return [span for span in self.spans if span["name"].startswith(prefix)]
+
+
+def _decoded(span: Any) -> dict[str, Any]:
+    attributes = {}
+    for kv in span.attributes:
+        kind = kv.value.WhichOneof("value")
+        value = getattr(kv.value, kind)
+        if kind == "array_value":
+            value = [getattr(v, v.WhichOneof("value")) for v in value.values]
+        attributes[kv.key] = value
+    return {
+        "name": span.name,
+        "trace": span.trace_id.hex(),
+        "id": span.span_id.hex(),
+        "parent": span.parent_span_id.hex(),
+        "start": span.start_time_unix_nano,
+        "end": span.end_time_unix_nano,
+        "attributes": attributes,
+        "error": span.status.code == 2,
+    }
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
+def traced_env(receiver: Receiver) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRINITY_", "OTEL_"))}
+    return env | {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "TRINITY_SANDBOX": "off",
+    }
+
+
+def test_a_scripted_run_exports_its_spans_over_otlp(tmp_path: Path, receiver: Receiver) -> None:
+    model = f"scripted:{ROOT / 'examples' / 'scripted' / 'notes.yaml'}"
+    ran = subprocess.run(
+        [sys.executable, "-m", "trinity", "run", "Create notes.txt with three lines and count them",
+         "--model", model, "--db", str(tmp_path / "t.db"), "-w", str(tmp_path / "ws")],
+        env=traced_env(receiver), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    [run] = receiver.by_name("trinity.run")
+    assert run["parent"] == "" and run["attributes"]["trinity.stop_reason"] == "completed"
+    by_id = {span["id"]: span for span in receiver.spans}
+    assert {span["trace"] for span in receiver.spans} == {run["trace"]}
+    nodes = receiver.by_name("invoke_agent ")
+    assert {n["attributes"]["gen_ai.agent.name"] for n in nodes} >= {
+        "recall", "meta", "atlas", "tetyana", "grisha", "learn"
+    }  # fmt: skip
+    assert all(n["parent"] == run["id"] for n in nodes)
+    assert all(n["attributes"]["gen_ai.operation.name"] == "invoke_agent" for n in nodes)
+    chats = receiver.by_name("chat ")
+    assert len(chats) == 4  # plan, replan and two judgements
+    for chat in chats:
+        parent = by_id[chat["parent"]]
+        assert parent["attributes"]["gen_ai.agent.name"] in ("atlas", "grisha")
+        a = chat["attributes"]
+        assert (a["gen_ai.operation.name"], a["gen_ai.provider.name"]) == ("chat", "scripted")
+        assert a["gen_ai.request.model"] == model and a["gen_ai.usage.input_tokens"] > 0
+        assert a["gen_ai.response.finish_reasons"] == ["stop"]
+    tools = receiver.by_name("execute_tool ")
+    assert {t["name"] for t in tools} == {"execute_tool fs.write", "execute_tool shell.run"}
+    assert len(tools) == 4  # write, its retry, write-2, count-2
+    for tool in tools:
+        assert by_id[tool["parent"]]["attributes"]["gen_ai.agent.name"] == "tetyana"
+        assert tool["attributes"]["gen_ai.tool.name"] == tool["name"].split(" ", 1)[1]
+    verdicts = receiver.by_name("verdict ")
+    assert [v["error"] for v in verdicts].count(True) == 2  # the misspelt write, twice
+    # durations nest: every child within its parent (a millisecond of rounding allowed)
+    for span in receiver.spans:
+        if span["parent"]:
+            parent = by_id[span["parent"]]
+            assert parent["start"] - 1_000_000 <= span["start"] <= span["end"]
+            assert span["end"] <= parent["end"] + 1_000_000, (span["name"], parent["name"])
+
+
+def test_an_mcp_call_carries_the_trace_to_the_server(tmp_path: Path, receiver: Receiver) -> None:
+    servers = {"mcpServers": {"meta": {"command": sys.executable, "args": [str(META_SERVER)]}}}
+    (tmp_path / "mcp.json").write_text(json.dumps(servers))
+    plan = {"steps": [{"id": "look", "tool": "meta.seen", "args": {}}]}
+    (tmp_path / "p.json").write_text(json.dumps(plan))
+    ran = subprocess.run(
+        [sys.executable, "-m", "trinity", "run", str(tmp_path / "p.json"), "--mcp",
+         str(tmp_path / "mcp.json"), "--db", str(tmp_path / "t.db"), "-w", str(tmp_path / "ws"),
+         "--json"],
+        env=traced_env(receiver), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    state = json.loads(ran.stdout)
+    seen = json.loads(state["plan"]["steps"][0]["attempts"][0]["result"]["output"])
+    [tool] = receiver.by_name("execute_tool meta.seen")
+    version, trace, span, flags = seen["traceparent"].split("-")
+    assert (version, trace, span) == ("00", tool["trace"], tool["id"])
+    assert int(flags, 16) & 1  # sampled
+    assert tool["attributes"]["trinity.mcp.server"] == "meta"
