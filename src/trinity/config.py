@@ -37,6 +37,42 @@ def best_match(table: Mapping[str, V], model: str) -> V | None:
     return table[max(matches, key=len)] if matches else None
 
 
+AlertKind = Literal[
+    "error_rate", "p95_run_time", "stuck_runs", "budget_stops", "mcp_down", "approvals_waiting"
+]
+
+
+class AlertRule(BaseModel):
+    """One alert (``[[alerts]]`` in trinity.toml): it fires while its measure is over
+    ``threshold``, and resolves when it is not.
+
+    ``error_rate``: failed over the runs that ended (not cancelled) in the last ``window_s``,
+    once ``min_runs`` of them ended. ``p95_run_time``: seconds, of the runs that ended in the
+    window. ``stuck_runs``: seconds the oldest running run has run. ``budget_stops``: runs
+    stopped on a step, token or cost budget in the window. ``mcp_down``: MCP servers configured
+    ``start = "eager"`` that do not start. ``approvals_waiting``: seconds the oldest run waiting
+    for a person has waited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: AlertKind
+    threshold: float = Field(ge=0)
+    window_s: float = Field(default=600.0, gt=0, le=7 * 86400)
+    min_runs: int = Field(default=1, ge=1)
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class AlertWebhook(BaseModel):
+    """Where alerts are sent (``[[alert_webhooks]]``): a JSON POST, or Slack's ``{"text"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    format: Literal["json", "slack"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelOptions(BaseModel):
     """Settings for the models a pattern matches (the ``models`` setting); unset fields keep
     the general ``llm_*`` setting."""
@@ -199,6 +235,25 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="How often trinity serve --resume-orphans looks for runs whose process died",
+    )
+    alerts: list[AlertRule] = Field(
+        default_factory=list,
+        description="Alert rules ([[alerts]] in trinity.toml: name, kind, threshold, window_s, "
+        "min_runs, severity), evaluated by trinity serve and trinity alerts check",
+    )
+    alert_webhooks: list[AlertWebhook] = Field(
+        default_factory=list,
+        description="Where alerts go besides the log and the dashboard ([[alert_webhooks]]: "
+        "url, format json or slack, headers)",
+    )
+    alert_interval_s: float = Field(
+        default=30.0, gt=0, description="How often trinity serve evaluates the alert rules"
+    )
+    alert_cooldown_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="The least time between two notifications of one alert (a firing alert is "
+        "told again after it; one that resolves and fires again within it is not)",
     )
     metrics_dir: Path | None = Field(
         default=None,

@@ -21,7 +21,19 @@ import sys
 import typer
 from rich.markup import escape
 
-from trinity.cli import doctor, mcp, metrics, report, run, runs, secrets, serve, tokens, tools
+from trinity.cli import (
+    alerts,
+    doctor,
+    mcp,
+    metrics,
+    report,
+    run,
+    runs,
+    secrets,
+    serve,
+    tokens,
+    tools,
+)
 from trinity.cli.common import EXIT_INTERNAL, err
 from trinity.security.secrets import redact
 
@@ -41,6 +53,7 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(metrics.app, name="metrics")
 app.command("report")(report.report)
+app.add_typer(alerts.app, name="alerts")
 app.command("serve")(serve.serve)
 
 

@@ -103,4 +103,7 @@ def register_settings(settings: Settings) -> None:
         secret = getattr(settings, name)
         if secret is not None:
             SECRETS.add(secret.get_secret_value(), f"setting {name}")
+    for hook in settings.alert_webhooks:  # a Slack webhook URL is a credential
+        SECRETS.add(hook.url, "setting alert_webhooks")
+        SECRETS.add_all(hook.headers.values(), "setting alert_webhooks")
     register_environment(settings.child_env)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trinity.config import Settings
 from trinity.errors import ConfigError
+from trinity.observability.alerts import AlertEvaluator, AlertService
 from trinity.runtime import Runtime
 from trinity.security.loopback import allowed_request, is_loopback, loopback_names
 from trinity.server import problems
@@ -92,15 +93,21 @@ def create_app(
     rt.subscribe(state.live.publish)
     rt.metrics()  # shown at /metrics
     orphans = OrphanResumer(state.executor, settings.orphan_scan_s) if resume_orphans else None
+    alerts = AlertService(
+        AlertEvaluator(settings, lambda: rt.store, mcp_probe=state.mcp_readiness.check),
+        settings.alert_interval_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _ = rt.store  # open (and migrate) the database before the first request
         if orphans is not None:
             orphans.start()
+        alerts.start()
         try:
             yield
         finally:
+            await alerts.stop()
             if orphans is not None:
                 await orphans.stop()
             await state.executor.stop()

@@ -187,6 +187,14 @@ MIGRATIONS: list[str] = [
     -- the report's scan: grouped by tool in index order, filtered on time, never the table
     CREATE INDEX run_tools_report
         ON run_tools(tool, created_at, calls, errors, seconds, max_seconds);
+    CREATE TABLE alerts (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL,        -- ok | firing
+        value REAL,
+        summary TEXT NOT NULL DEFAULT '',
+        since REAL NOT NULL,        -- when it entered this state
+        notified_at REAL            -- the last notification sent (firing or resolved)
+    );
     """,
 ]
 

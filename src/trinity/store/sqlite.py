@@ -35,6 +35,7 @@ from typing import Any, Literal
 from trinity.errors import StoreError
 from trinity.events import ENVELOPE, JOURNAL_KINDS, EventBase
 from trinity.state import RunState
+from trinity.store.alerts import AlertRecords
 from trinity.store.lease import LEASE_TTL_S, Owner
 from trinity.store.records import Records, _fts_query
 from trinity.store.schema import JOURNAL_VERSION, MIGRATIONS
@@ -99,7 +100,7 @@ def check_not_empty(path: Path) -> None:
             )
 
 
-class Store(Records, TokenRecords):
+class Store(Records, TokenRecords, AlertRecords):
     """All persistence of one Trinity installation."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
