@@ -14,6 +14,8 @@ import httpx
 import pytest
 from server_helpers import plan, sleep, wait_for_status, write
 
+from trinity.config import AlertRule, Settings
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = Path(os.environ.get("TRINITY_SCREENSHOTS", "build/screenshots"))
 
@@ -164,3 +166,44 @@ async def test_a_form_without_its_csrf_token_is_refused(
     async with httpx.AsyncClient(base_url=live, cookies={"trinity_session": secret}) as web:
         answer = await web.post("/new", data={"plan": "steps: []", "csrf": "forged"})
     assert answer.status_code == 403 and "CSRF" in answer.json()["detail"]
+
+
+@pytest.fixture
+def server_settings(server_settings: Settings) -> Settings:
+    """The dashboard's server evaluates an alert rule twice a second."""
+    rule = AlertRule(name="errors", kind="error_rate", threshold=0.3, window_s=3600)
+    return server_settings.model_copy(update={"alerts": [rule], "alert_interval_s": 0.5})
+
+
+async def test_the_monitor_page_shows_charts_alerts_and_the_report(
+    browser: Any, live: str, token: Callable[..., str]
+) -> None:
+    admin = token("admin")
+    failing = {"id": "bad", "tool": "shell.run", "args": {"command": "exit 3"}}
+    async with httpx.AsyncClient(
+        base_url=live, headers={"Authorization": f"Bearer {admin}"}
+    ) as api:
+        for steps in ([write("m1")], [write("m2")], [failing]):
+            created = await api.post("/v1/runs", json={"plan": plan(*steps)})
+            await wait_for_status(
+                api, created.json()["run"]["id"], "failed" if steps[0] is failing else "succeeded"
+            )
+    page = await _logged_in(browser, live, admin)
+    await page.click("nav >> text=Monitor")
+    await page.wait_for_url(f"{live}/monitor")
+    # the server's evaluator fires the alert (1 of 3 runs failed, over 30%) within a second
+    for _ in range(20):
+        state = await page.locator('tr[data-alert="errors"] .badge').inner_text()
+        if state == "firing":
+            break
+        await page.wait_for_timeout(300)
+        await page.reload()
+    assert state == "firing"
+    assert "1 of 3 runs failed" in await page.inner_text('tr[data-alert="errors"]')
+    summary = await page.inner_text("#report-summary")
+    assert summary.startswith("3 runs — 2 completed, 1 failed (33.3% errors)")
+    assert "shell.run" in await page.inner_text("#tools")
+    bars = page.locator("svg.chart").first.locator("rect")
+    heights = [float(await bar.get_attribute("height") or 0) for bar in await bars.all()]
+    assert sum(h > 0 for h in heights) >= 1 and len(heights) == 24  # a bar per hour
+    await _shot(page, "monitor")

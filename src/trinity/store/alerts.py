@@ -34,6 +34,19 @@ class AlertRecords:
             ).fetchall()
         return [(reason, status, float(seconds)) for reason, status, seconds in rows]
 
+    def ended_series(self, since: float) -> list[tuple[float, str | None, float, int, float]]:
+        """``(finished_at, stop_reason, seconds, tokens, cost_usd)`` of the runs that ended at or
+        after ``since``, oldest first (the dashboard's charts)."""
+        with self._read() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            return cursor.execute(
+                "SELECT finished_at, stop_reason, finished_at - created_at, "
+                "input_tokens + output_tokens, cost_usd FROM runs WHERE finished_at >= ? "
+                "AND status NOT IN ('running', 'awaiting_approval') ORDER BY finished_at",
+                (since,),
+            ).fetchall()
+
     def alert_states(self) -> dict[str, dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM alerts ORDER BY name").fetchall()

@@ -201,6 +201,44 @@ async def run_lanes(request: Request, run_id: str, viewer: Viewer) -> Response:
     return _render(request, "lanes.html", lanes=agent_lanes(events))
 
 
+@router.get("/monitor", response_class=HTMLResponse)
+async def monitor_page(request: Request, viewer: Viewer, hours: int = 24) -> Response:
+    """Runs over time (runs, error rate, p95 run time, tokens, cost), the alerts, and the
+    performance report of the same hours."""
+    if viewer is None:
+        return _login()
+    from trinity.server.dashboard.charts import bars, buckets
+
+    hours = max(1, min(hours, 24 * 30))
+    runtime = request.app.state.trinity.runtime
+    now = time.time()
+    since = now - hours * 3600
+    rows = await run_in_threadpool(runtime.store.ended_series, since)
+    width = 600 if hours <= 6 else 3600 if hours <= 72 else 86400
+    made = buckets(rows, now, hours, width)
+    labels = [time.strftime("%m-%d %H:%M", time.gmtime(b.start)) for b in made]
+    charts = [
+        ("Runs ended", bars([b.runs for b in made], labels, "")),
+        ("Error rate", bars([b.error_rate for b in made], labels, "%", "bad")),
+        ("p95 run time", bars([b.p95 for b in made], labels, "s")),
+        ("Tokens", bars([b.tokens for b in made], labels, "")),
+        ("Cost", bars([b.cost for b in made], labels, "$")),
+    ]
+    report = await run_in_threadpool(runtime.performance, since)
+    states = await run_in_threadpool(runtime.store.alert_states)
+    rules = request.app.state.trinity.runtime.settings.alerts
+    return _render(
+        request,
+        "monitor.html",
+        charts=charts,
+        hours=hours,
+        width=width,
+        report=report,
+        rules=rules,
+        states=states,
+    )
+
+
 @router.get("/approvals", response_class=HTMLResponse)
 async def approvals_page(request: Request, viewer: Viewer) -> Response:
     if viewer is None:
