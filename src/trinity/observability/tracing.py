@@ -85,10 +85,13 @@ class _RunSpans:
 
     def __init__(self, run: Span) -> None:
         self.run = run
+        self.recording = run.is_recording()
+        """False for a run the sampler left out: its children are not made at all."""
         self.node: Span | None = None
         self.node_name = ""
         self.tool: Span | None = None
         self.tool_token: object | None = None
+        self.run_context: Any = None
 
 
 _PROCESS: RunTracer | None = None
@@ -120,9 +123,32 @@ class RunTracer:
         self._kind = SpanKind
         self._status, self._code = Status, StatusCode
         self._runs: dict[str, _RunSpans] = {}
+        self._handlers = {
+            "node_finished": self._on_node_finished,
+            "llm_call": self._on_llm_call,
+            "llm_failed": self._on_llm_failed,
+            "tool_call": self._on_tool_call,
+            "tool_result": self._on_tool_result,
+            "verdict": self._on_verdict,
+            "run_finished": self._on_run_finished,
+        }
+        self._agents: dict[str, dict[str, Any]] = {}
+        """The attributes of an agent's turn, made once per agent."""
 
     def __call__(self, event: EventBase) -> None:
-        handler = getattr(self, "_on_" + event.kind, None)
+        kind = event.kind
+        if kind == "run_started":
+            self._on_run_started(event)
+            return
+        spans = self._runs.get(event.run_id)
+        if spans is None:
+            return
+        if not spans.recording:  # sampled out: only its end matters
+            if kind == "run_finished":
+                self._runs.pop(event.run_id, None)
+                spans.run.end(end_time=int(event.ts * _NS))
+            return
+        handler = self._handlers.get(kind)
         if handler is not None:
             handler(event)
 
@@ -151,11 +177,17 @@ class RunTracer:
     def _node(self, spans: _RunSpans, name: str, at: float) -> None:
         if name and name != "__end__":
             spans.node_name = name
-            spans.node = self._start(
+            attributes = self._agents.get(name)
+            if attributes is None:  # node names are the graph's: nothing to redact
+                attributes = self._agents[name] = {
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": name,
+                }
+            spans.node = self.tracer.start_span(
                 f"invoke_agent {name}",
-                spans.run,
-                at,
-                **{"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name},
+                context=spans.run_context,
+                start_time=int(at * _NS),
+                attributes=attributes,
             )
 
     # -- events ----------------------------------------------------------------------------------
@@ -172,7 +204,9 @@ class RunTracer:
             },
         )
         spans = self._runs[event.run_id] = _RunSpans(run)
-        self._node(spans, event.start_node, event.ts)
+        if spans.recording:
+            spans.run_context = self._trace.set_span_in_context(run)
+            self._node(spans, event.start_node, event.ts)
 
     def _on_node_finished(self, event: Any) -> None:
         spans = self._runs.get(event.run_id)
