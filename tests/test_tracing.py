@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,3 +158,33 @@ def test_an_mcp_call_carries_the_trace_to_the_server(tmp_path: Path, receiver: R
     assert (version, trace, span) == ("00", tool["trace"], tool["id"])
     assert int(flags, 16) & 1  # sampled
     assert tool["attributes"]["trinity.mcp.server"] == "meta"
+
+
+def test_span_attributes_and_statuses_are_redacted() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from trinity.events import RunFinished, RunStarted, ToolCalled, ToolReturned, VerdictGiven
+    from trinity.observability.tracing import RunTracer
+    from trinity.security.secrets import SECRETS
+
+    secret = "sk-test-0123456789abcdefghijklmnop"
+    SECRETS.add(secret, "test")
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = RunTracer(provider)
+    for event in [
+        RunStarted(start_node="tetyana", step=0),
+        ToolCalled(step="s", tool="shell.run", attempt=1),
+        ToolReturned(step="s", ok=False, error=f"curl: bad key {secret}", seconds=0.1),
+        VerdictGiven(step="s", passed=False, level="checks", summary=f"saw {secret}"),
+        RunFinished(stop_reason="failed", detail=f"step s failed: {secret}"),
+    ]:
+        event.run_id, event.ts = "r", time.time()
+        tracer(event)
+    spans = exported.get_finished_spans()
+    assert {span.name for span in spans} >= {"trinity.run", "execute_tool shell.run", "verdict s"}
+    shown = " ".join(f"{span.status.description} {dict(span.attributes or {})}" for span in spans)
+    assert secret not in shown and "[REDACTED]" in shown
