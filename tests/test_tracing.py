@@ -188,3 +188,30 @@ def test_span_attributes_and_statuses_are_redacted() -> None:
     assert {span.name for span in spans} >= {"trinity.run", "execute_tool shell.run", "verdict s"}
     shown = " ".join(f"{span.status.description} {dict(span.attributes or {})}" for span in spans)
     assert secret not in shown and "[REDACTED]" in shown
+
+
+def test_prompts_and_completions_only_with_trace_content_and_redacted(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    model = f"scripted:{ROOT / 'examples' / 'scripted' / 'notes.yaml'}"
+    secret = "sk-proj-" + "Q" * 40
+    task = f"Create notes.txt with three lines and count them (key {secret})"
+    for capture in ("false", "true"):
+        ran = subprocess.run(
+            [sys.executable, "-m", "trinity", "run", task, "--model", model,
+             "--db", str(tmp_path / f"{capture}.db"), "-w", str(tmp_path / "ws")],
+            env=traced_env(receiver) | {"TRINITY_TRACE_CONTENT": capture},
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+    chats = receiver.by_name("chat ")
+    assert len(chats) == 8
+    recorded = [c for c in chats if "gen_ai.input.messages" in c["attributes"]]
+    assert len(recorded) == 4  # the second run's four calls only
+    plan = next(c for c in recorded if c["attributes"]["trinity.llm.purpose"] == "atlas.plan")
+    messages = json.loads(plan["attributes"]["gen_ai.input.messages"])
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["parts"][0]["content"]
+    assert "Create notes.txt" in user and secret not in user and "[REDACTED]" in user
+    reply = json.loads(plan["attributes"]["gen_ai.output.messages"])
+    assert reply[0]["role"] == "assistant" and '"rationale"' in reply[0]["parts"][0]["content"]

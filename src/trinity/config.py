@@ -255,6 +255,11 @@ class Settings(BaseSettings):
         description="The least time between two notifications of one alert (a firing alert is "
         "told again after it; one that resolves and fires again within it is not)",
     )
+    trace_content: bool = Field(
+        default=False,
+        description="Record prompts and completions on chat spans (gen_ai.input.messages / "
+        "gen_ai.output.messages, redacted, each cut at 20,000 characters) when traces are on",
+    )
     metrics_dir: Path | None = Field(
         default=None,
         description="A folder where every Trinity process on this machine keeps its Prometheus "

@@ -123,6 +123,11 @@ class AgentContext:
                 usage.cost_usd += cost
             else:
                 usage.priced = False
+            if self.settings.trace_content:
+                from trinity.observability.tracing import note_content
+
+                shown = [(str(message.role), message.content) for message in request.messages]
+                note_content(state.run_id, shown, response.text)
             self.emit(
                 LLMCall(
                     node=node,

@@ -19,6 +19,7 @@ recorded.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,15 @@ class _RunSpans:
 
 _PROCESS: RunTracer | None = None
 _CHECKED = False
+CONTENT_CHARS = 20_000
+"""The most of a prompt or a completion a chat span records (``trace_content``)."""
+
+
+def note_content(run_id: str, messages: list[tuple[str, str]], completion: str) -> None:
+    """The text of the LLM call whose ``llm_call`` event comes next for ``run_id``: recorded on
+    its span (``trace_content`` on; nothing happens when nothing is traced)."""
+    if _PROCESS is not None:
+        _PROCESS.pending[run_id] = (messages, completion)
 
 
 def process_tracer() -> RunTracer | None:
@@ -132,6 +142,8 @@ class RunTracer:
             "verdict": self._on_verdict,
             "run_finished": self._on_run_finished,
         }
+        self.pending: dict[str, tuple[list[tuple[str, str]], str]] = {}
+        """Prompt and completion of a run's next ``llm_call`` (:func:`note_content`)."""
         self._agents: dict[str, dict[str, Any]] = {}
         """The attributes of an agent's turn, made once per agent."""
 
@@ -240,6 +252,22 @@ class RunTracer:
                 "trinity.llm.cost_usd": event.cost_usd,
             },
         )
+        content = self.pending.pop(event.run_id, None)
+        if content is not None:
+            messages, completion = content
+            shown = [
+                {"role": role, "parts": [{"type": "text", "content": text[:CONTENT_CHARS]}]}
+                for role, text in messages
+            ]
+            reply = [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": completion[:CONTENT_CHARS]}],
+                    "finish_reason": event.finish_reason,
+                }
+            ]
+            span.set_attribute("gen_ai.input.messages", redact(json.dumps(shown)))
+            span.set_attribute("gen_ai.output.messages", redact(json.dumps(reply)))
         span.end(end_time=int(event.ts * _NS))
 
     def _on_llm_failed(self, event: Any) -> None:
