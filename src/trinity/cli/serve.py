@@ -65,13 +65,20 @@ def serve(
     os.environ[SERVE_OPTIONS] = json.dumps(options)
     if db:
         os.environ["TRINITY_DATABASE_URL"] = db
-    if config.metrics_dir is None:  # /metrics in any worker shows them all
-        import tempfile
+    import shutil
+    import tempfile
 
-        os.environ["TRINITY_METRICS_DIR"] = tempfile.mkdtemp(prefix="trinity-metrics-")
-    uvicorn.run(
-        "trinity.server.app:app_from_environment",
-        factory=True,
-        workers=workers,
-        **common,
-    )
+    shared = None
+    if config.metrics_dir is None:  # /metrics in any worker shows them all
+        shared = tempfile.mkdtemp(prefix="trinity-metrics-")
+        os.environ["TRINITY_METRICS_DIR"] = shared
+    try:
+        uvicorn.run(
+            "trinity.server.app:app_from_environment",
+            factory=True,
+            workers=workers,
+            **common,
+        )
+    finally:
+        if shared is not None:  # this server's own: its counters end with it
+            shutil.rmtree(shared, ignore_errors=True)
