@@ -14,6 +14,7 @@ from server_helpers import plan, sleep, wait_for_status, write
 
 from trinity.config import Settings
 from trinity.server import create_app
+from trinity.store.writer import Statement
 
 
 async def test_a_run_from_an_inline_plan_runs_and_can_be_read(client: httpx.AsyncClient) -> None:
@@ -162,6 +163,19 @@ async def test_the_dashboard_pages_through_runs(client: httpx.AsyncClient) -> No
     assert sorted(seen) == sorted(ids) and len(seen) == 5
     bad = await client.get("/?cursor=!!nope!!")
     assert "bad cursor" in bad.text
+    # the time range: the runs of the last hour, and the Older link keeps it
+    recent = (await client.get("/?since=1h&limit=2")).text
+    assert '<option value="1h" selected>' in recent and "since=1h" in recent.split('id="older"')[0]
+    store = client._transport.app.state.trinity.runtime.store  # type: ignore[attr-defined]
+    await store.writer.write_all(  # one run made a day ago
+        [Statement("UPDATE runs SET created_at = created_at - 86400 WHERE id = ?", (ids[0],))]
+    )
+    hour = (await client.get("/?since=1h")).text
+    day = (await client.get("/?since=7d")).text
+    assert f'data-run="{ids[0]}"' not in hour and f'data-run="{ids[1]}"' in hour
+    assert f'data-run="{ids[0]}"' in day
+    unknown = (await client.get("/?since=forever")).text  # not a range: all runs
+    assert f'data-run="{ids[0]}"' in unknown
 
 
 async def test_a_runs_limits_are_the_ones_given_over_the_servers_settings(
