@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from trinity.errors import DuplicateRunError, InputError
-from trinity.observability.context import incoming_trace
+from trinity.observability.spans import incoming_trace
 from trinity.security.tokens import AuthError
 from trinity.server.auth import Caller, require
 from trinity.server.schemas import (

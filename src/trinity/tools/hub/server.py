@@ -15,7 +15,7 @@ from typing import Any
 from mcp import types
 from mcp.shared.exceptions import MCPError
 
-from trinity.observability.context import trace_carrier
+from trinity.observability.spans import trace_carrier
 from trinity.state import ToolResult
 from trinity.tools.base import ToolSpec
 from trinity.tools.hub.connection import _Connection
