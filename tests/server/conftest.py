@@ -50,6 +50,7 @@ def token(app: Any) -> Callable[..., str]:
 async def client(app: Any, token: Callable[..., str]) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client holding an admin token."""
     headers = {"Authorization": f"Bearer {token('admin')}"}
+    await app.state.trinity.runtime.store.writer.flush()  # the token is committed before use
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://trinity.test", headers=headers

@@ -27,6 +27,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/v1/runs/RUN/resume", "runs:write"),
     ("POST", "/v1/runs/RUN/approve", "approvals"),
     ("POST", "/v1/runs/RUN/deny", "approvals"),
+    ("POST", "/v1/runs/RUN/answer", "approvals"),
 ]
 WEAKER = {"runs:read": "approvals", "runs:write": "runs:read", "approvals": "runs:write"}
 
@@ -46,6 +47,7 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
     revoked = token("admin")
     store.revoke_token(revoked.split("_")[1], time.time())
     expired = token("admin", expires_in_s=0.001)
+    await store.writer.flush()
     time.sleep(0.01)
     body = {"json": {"plan": plan(write("a"))}} if path == "/v1/runs" and method == "POST" else {}
     for secret, words in [
@@ -59,10 +61,12 @@ async def test_every_route_needs_a_valid_token_with_its_scope(
             answer = await client.request(method, path, **body)
         assert answer.status_code == 401, (secret, answer.text)
         assert words in answer.json()["detail"] and answer.headers["www-authenticate"] == "Bearer"
-    async with _client(app, token(WEAKER[scope])) as client:
+    weaker, enough = token(WEAKER[scope]), token(scope)
+    await store.writer.flush()  # made on the loop: durable once the writer has committed them
+    async with _client(app, weaker) as client:
         answer = await client.request(method, path, **body)
     assert answer.status_code == 403 and f"lacks the scope {scope!r}" in answer.json()["detail"]
-    async with _client(app, token(scope)) as client:
+    async with _client(app, enough) as client:
         answer = await client.request(method, path, **body)
     assert answer.status_code not in (401, 403), answer.text
 
