@@ -16,6 +16,7 @@ Grisha judge the step by what is true now (``recheck``), ask a person (``ask``),
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from trinity.agents.context import AgentContext
@@ -159,19 +160,7 @@ class Tetyana:
 
     async def _rerun_decided(self, state: RunState, step: Step, pending: PendingApproval) -> None:
         """A person answered whether to make an interrupted call again."""
-        answer = self._answer(state, pending)
-        if answer is None:  # resumed without a decision: ask again
-            self._ask(state, pending)
-        state.pending_approval = None
-        self.ctx.emit(
-            PermissionApplied(
-                step=step.id,
-                tool=step.tool,
-                action=answer["decision"],
-                by=answer["actor"],
-                question="rerun",
-            )
-        )
+        answer = await self._decision(state, step, pending)  # resumed without one: ask again
         if answer["decision"] == "approve":
             await self._call(state, step, pending.attempt, None)
         # denied: Grisha judges the interrupted attempt by its checks
@@ -191,19 +180,7 @@ class Tetyana:
             reason=question,
             question="input",
         )
-        answer = self._answer(state, pending)
-        if answer is None:
-            self._ask(state, pending)
-        state.pending_approval = None
-        self.ctx.emit(
-            PermissionApplied(
-                step=step.id,
-                tool=step.tool,
-                action=answer["decision"],
-                by=answer["actor"],
-                question="input",
-            )
-        )
+        answer = await self._decision(state, step, pending)
         if answer["decision"] == "answer":
             result = ToolResult(ok=True, output=answer["note"] or "")
         else:
@@ -257,20 +234,39 @@ class Tetyana:
             rule=decision.rule,
             reason=decision.reason,
         )
-        answer = self._answer(state, pending)
-        if answer is None:
-            await audit("ask")
-            self._ask(state, pending)
-        state.pending_approval = None  # this decision covers this one call only
-        self.ctx.emit(
-            PermissionApplied(
-                step=step.id, tool=step.tool, action=answer["decision"], by=answer["actor"]
-            )
-        )
+        answer = await self._decision(state, step, pending, on_ask=lambda: audit("ask"))
         if answer["decision"] == "approve":
             return None
         note = f": {answer['note']}" if answer["note"] else ""
         return f"denied by {answer['actor']}{note}"
+
+    async def _decision(
+        self,
+        state: RunState,
+        step: Step,
+        pending: PendingApproval,
+        *,
+        on_ask: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        """A person's decision on ``pending`` (a call, a re-run, a question), told as an event;
+        without one in the store the run waits for it (``on_ask`` first: the ask's audit row).
+        The decision covers this one call only."""
+        answer = self._answer(state, pending)
+        if answer is None:
+            if on_ask is not None:
+                await on_ask()
+            self._ask(state, pending)
+        state.pending_approval = None
+        self.ctx.emit(
+            PermissionApplied(
+                step=step.id,
+                tool=step.tool,
+                action=answer["decision"],
+                by=answer["actor"],
+                question=pending.question,
+            )
+        )
+        return answer
 
     def _answer(self, state: RunState, pending: PendingApproval) -> dict[str, Any] | None:
         return self.ctx.store.get_approval(
