@@ -9,12 +9,12 @@ person) are counted, not measured.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from trinity.observability import nearest_rank
 from trinity.store.stats import ReportRows
 
 GroupBy = Literal["model", "tool", "stop_reason"]
@@ -31,11 +31,11 @@ class Percentiles(BaseModel):
         if not values:
             return cls()
         ordered = sorted(values)
-
-        def rank(q: float) -> float:
-            return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-        return cls(p50=rank(0.50), p95=rank(0.95), p99=rank(0.99))
+        return cls(
+            p50=nearest_rank(ordered, 0.50),
+            p95=nearest_rank(ordered, 0.95),
+            p99=nearest_rank(ordered, 0.99),
+        )
 
 
 class GroupStats(BaseModel):

@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trinity.config import AlertRule, AlertWebhook, Settings
+from trinity.observability import NOT_FAILED, nearest_rank
 from trinity.security.secrets import redact
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trinity.alerts")
 
-NOT_FAILURES = ("completed", "cancelled")
 BUDGETS = ("step_budget", "token_budget", "cost_budget")
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
@@ -141,7 +140,7 @@ class AlertEvaluator:
             ended = await asyncio.to_thread(store.ended_runs, now - rule.window_s)
             if rule.kind == "error_rate":
                 judged = [reason for reason, _, _ in ended if reason != "cancelled"]
-                failed = sum(reason not in NOT_FAILURES for reason in judged)
+                failed = sum(reason not in NOT_FAILED for reason in judged)
                 if len(judged) < rule.min_runs:
                     return Measure(None, f"{len(judged)} run(s) ended in {window}: too few")
                 rate = failed / len(judged)
@@ -152,7 +151,7 @@ class AlertEvaluator:
                 durations = sorted(seconds for _, _, seconds in ended)
                 if len(durations) < rule.min_runs:
                     return Measure(None, f"{len(durations)} run(s) ended in {window}: too few")
-                p95 = durations[max(0, math.ceil(0.95 * len(durations)) - 1)]
+                p95 = nearest_rank(durations, 0.95)
                 return Measure(
                     p95, f"p95 run time {p95:.1f}s over {len(durations)} runs in {window}"
                 )

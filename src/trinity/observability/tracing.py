@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from trinity.observability import NOT_FAILED
 from trinity.observability.metrics import provider_of
 from trinity.observability.spans import CURRENT, Sampler, SpanRecord, TraceContext, new_id
 from trinity.security.secrets import redact
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from trinity.events import EventBase
 
 _NS = 1_000_000_000
-_FAILED = {"failed", "error", "timeout", "deadline", "loop", "stalled", "step_budget",
-           "token_budget", "cost_budget"}  # fmt: skip
 CONTENT_CHARS = 20_000
 """The most of a prompt or a completion a chat span records (``trace_content``)."""
 BATCH = 256
@@ -375,7 +374,7 @@ class RunTracer:
         error = None
         if finished is not None:
             spans.run.attributes["trinity.stop_reason"] = finished.stop_reason
-            if finished.stop_reason in _FAILED:
+            if finished.stop_reason not in NOT_FAILED:
                 spans.run.attributes["error.type"] = finished.stop_reason
                 error = finished.detail or finished.stop_reason
         parent = spans.parent

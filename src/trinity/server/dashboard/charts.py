@@ -3,13 +3,12 @@ time, tokens, cost), drawn as small server-side SVG bar charts (no script, no bu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from html import escape
 
 from markupsafe import Markup
 
-NOT_FAILURES = ("completed", "cancelled")
+from trinity.observability import NOT_FAILED, nearest_rank
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Bucket:
     @property
     def p95(self) -> float:
         ordered = sorted(self.seconds)
-        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)] if ordered else 0.0
+        return nearest_rank(ordered, 0.95) if ordered else 0.0
 
 
 def buckets(
@@ -50,7 +49,7 @@ def buckets(
         bucket.seconds.append(max(0.0, seconds))
         if reason != "cancelled":
             bucket.judged += 1
-            bucket.failed += reason not in NOT_FAILURES
+            bucket.failed += reason not in NOT_FAILED
     return made
 
 

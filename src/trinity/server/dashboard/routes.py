@@ -195,7 +195,9 @@ async def run_lanes(request: Request, run_id: str, viewer: Viewer) -> Response:
         return _login()
     runtime = request.app.state.trinity.runtime
     try:
-        events = await run_in_threadpool(runtime.events, runtime.find_run(run_id).id, 0, 2000)
+        events = await run_in_threadpool(
+            lambda: runtime.events(runtime.find_run(run_id).id, 0, 2000)
+        )
     except TrinityError as exc:
         return HTMLResponse(f'<p class="error">{escape(str(exc))}</p>', status_code=404)
     return _render(request, "lanes.html", lanes=agent_lanes(events))
