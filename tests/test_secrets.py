@@ -204,6 +204,19 @@ def test_redaction_of_values_and_shapes() -> None:
     assert registry.redact_data({"a": ["sk-ant-AbCdEfGhIjKlMnOpQrStUv", 3]}) == {"a": [REDACTED, 3]}
 
 
+def test_a_remembered_redaction_never_outlives_a_new_secret() -> None:
+    """Short texts are remembered with their redaction (labels, names): a secret registered
+    later is still taken out of a text remembered before it."""
+    registry = SecretRegistry()
+    label = "model openai:gpt-4o via tenant-Zq8xP2mV9k"
+    assert registry.redact(label) == label
+    assert registry.redact(label) == label  # remembered
+    registry.add("tenant-Zq8xP2mV9k", "test")
+    assert registry.redact(label) == f"model openai:gpt-4o via {REDACTED}"
+    long_text = "x" * 300 + " tenant-Zq8xP2mV9k"  # past the remembered length: searched each time
+    assert registry.redact(long_text).endswith(REDACTED)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "secret"),
     [

@@ -179,15 +179,24 @@ class RunMetrics:
             "run_finished": self._run_finished,
             "llm_call": self._llm_call,
             "llm_failed": self._llm_failed,
-            "llm_retry": lambda e: self.llm_retries.labels(_label(e.purpose)).inc(),
+            "llm_retry": lambda e: self._of(self.llm_retries, _label(e.purpose)).inc(),
             "tool_call": self._tool_call,
             "tool_result": self._tool_result,
-            "verdict": lambda e: self.verdicts.labels(str(e.passed).lower(), e.level).inc(),
-            "progress": lambda e: self.findings.labels(e.finding.kind.value).inc(),
-            "tool_server_problem": lambda e: self.server_problems.labels(_label(e.server)).inc(),
-            "approval_requested": lambda e: self.approvals_requested.labels(e.question).inc(),
+            "verdict": lambda e: self._of(self.verdicts, str(e.passed).lower(), e.level).inc(),
+            "progress": lambda e: self._of(self.findings, e.finding.kind.value).inc(),
+            "tool_server_problem": lambda e: self._of(self.server_problems, _label(e.server)).inc(),
+            "approval_requested": lambda e: self._of(self.approvals_requested, e.question).inc(),
         }
         self._steps: dict[str, int] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _of(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered (prometheus-client's look-up costs ~3 µs)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def __call__(self, event: EventBase) -> None:
         handler = self._handlers.get(event.kind)
@@ -197,31 +206,31 @@ class RunMetrics:
             self._steps[event.run_id] = event.step  # type: ignore[attr-defined]
 
     def _run_started(self, event: Any) -> None:
-        self.runs_started.labels(str(event.resumed).lower()).inc()
+        self._of(self.runs_started, str(event.resumed).lower()).inc()
         self._started[event.run_id] = event.ts
         self._steps[event.run_id] = event.step
 
     def _run_finished(self, event: Any) -> None:
         reason = event.stop_reason
-        self.runs_finished.labels(reason).inc()
+        self._of(self.runs_finished, reason).inc()
         started = self._started.pop(event.run_id, None)
         if started is not None:
-            self.run_duration.labels(reason).observe(max(0.0, event.ts - started))
-        self.run_steps.labels(reason).observe(self._steps.pop(event.run_id, 0))
+            self._of(self.run_duration, reason).observe(max(0.0, event.ts - started))
+        self._of(self.run_steps, reason).observe(self._steps.pop(event.run_id, 0))
         self._tools.pop(event.run_id, None)
 
     def _llm_call(self, event: Any) -> None:
         model = _label(event.model)
         provider = provider_of(event.model)
         operation = ("chat", provider, model)
-        self.llm_duration.labels(*operation).observe(event.latency_s)
-        self.llm_tokens.labels(*operation, "input").observe(event.input_tokens)
-        self.llm_tokens.labels(*operation, "output").observe(event.output_tokens)
+        self._of(self.llm_duration, *operation).observe(event.latency_s)
+        self._of(self.llm_tokens, *operation, "input").observe(event.input_tokens)
+        self._of(self.llm_tokens, *operation, "output").observe(event.output_tokens)
         if event.cost_usd:
-            self.llm_cost.labels(provider, model).inc(event.cost_usd)
+            self._of(self.llm_cost, provider, model).inc(event.cost_usd)
 
     def _llm_failed(self, event: Any) -> None:
-        self.llm_errors.labels(provider_of(event.model), _label(event.model)).inc()
+        self._of(self.llm_errors, provider_of(event.model), _label(event.model)).inc()
 
     def _tool_call(self, event: Any) -> None:
         self._tools[event.run_id] = event.tool
@@ -231,9 +240,9 @@ class RunMetrics:
         namespace = tool.split(".", 1)[0]
         server = "builtin" if namespace in _BUILTIN_NAMESPACES else namespace
         labels = (_label(server), _label(tool))
-        self.tool_duration.labels(*labels, str(event.ok).lower()).observe(event.seconds)
+        self._of(self.tool_duration, *labels, str(event.ok).lower()).observe(event.seconds)
         if not event.ok:
-            self.tool_errors.labels(*labels).inc()
+            self._of(self.tool_errors, *labels).inc()
 
 
 class StoreCollector:
