@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -139,9 +140,36 @@ def test_a_scripted_run_exports_its_spans_over_otlp(tmp_path: Path, receiver: Re
             assert span["end"] <= parent["end"] + 1_000_000, (span["name"], parent["name"])
 
 
-def test_an_mcp_call_carries_the_trace_to_the_server(tmp_path: Path, receiver: Receiver) -> None:
-    servers = {"mcpServers": {"meta": {"command": sys.executable, "args": [str(META_SERVER)]}}}
-    (tmp_path / "mcp.json").write_text(json.dumps(servers))
+@pytest.fixture
+def meta_http() -> Iterator[str]:
+    """meta_server.py over streamable HTTP: its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(META_SERVER), "--http", str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_an_mcp_call_carries_the_trace_to_the_server(
+    tmp_path: Path, receiver: Receiver, transport: str, request: pytest.FixtureRequest
+) -> None:
+    """The tool span's context goes in the request's ``_meta.traceparent`` (both transports)
+    and, over HTTP, in the W3C ``traceparent`` header too."""
+    meta: dict[str, Any] = {"command": sys.executable, "args": [str(META_SERVER)]}
+    if transport == "http":
+        meta = {"url": request.getfixturevalue("meta_http")}
+    (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": {"meta": meta}}))
     plan = {"steps": [{"id": "look", "tool": "meta.seen", "args": {}}]}
     (tmp_path / "p.json").write_text(json.dumps(plan))
     ran = subprocess.run(
@@ -158,10 +186,81 @@ def test_an_mcp_call_carries_the_trace_to_the_server(tmp_path: Path, receiver: R
     assert (version, trace, span) == ("00", tool["trace"], tool["id"])
     assert int(flags, 16) & 1  # sampled
     assert tool["attributes"]["trinity.mcp.server"] == "meta"
+    if transport == "http":
+        assert seen["http_traceparent"] == seen["traceparent"]
+    else:
+        assert "http_traceparent" not in seen
+
+
+def test_a_killed_run_still_exports_its_trace(tmp_path: Path, receiver: Receiver) -> None:
+    """``kill -9`` in the middle of a tool call: the exporting process (a session of its own)
+    gets what the run sent up to the last second, ends the spans left open as cut off, and
+    exports them."""
+    plan = {"steps": [
+        {"id": "write", "tool": "fs.write", "args": {"path": "a.txt", "content": "a"}},
+        {"id": "wait", "tool": "shell.run", "args": {"command": "sleep 20"}},
+    ]}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(plan))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "trinity", "run", str(tmp_path / "p.json"),
+         "--db", str(tmp_path / "t.db"), "-w", str(tmp_path / "ws")],
+        env=traced_env(receiver), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.by_name("execute_tool fs.write") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receiver.by_name("execute_tool fs.write"), "no span came while the run went on"
+        time.sleep(1.5)  # the sleep's call has begun, and a periodic flush has shipped it
+        run.kill()
+        run.wait(10)
+        while not receiver.by_name("trinity.run") and time.monotonic() < deadline + 15:
+            time.sleep(0.1)
+    finally:
+        run.kill()
+        run.wait(10)
+    [root] = receiver.by_name("trinity.run")
+    assert root["error"] and root["attributes"]["error.type"] == "cut_off"
+    [wait] = receiver.by_name("execute_tool shell.run")
+    assert wait["error"] and wait["attributes"]["error.type"] == "cut_off"
+    assert wait["parent"] in {n["id"] for n in receiver.by_name("invoke_agent tetyana")}
+    assert all(span["trace"] == root["trace"] for span in receiver.spans)
+
+
+def test_a_hung_collector_does_not_hold_a_run(tmp_path: Path) -> None:
+    """A collector that accepts connections and never answers: the run's 1,500 messages go to
+    the exporting process by a thread of their own, so the run and the command end at their
+    usual pace (they once waited for every export: 10 s of exporter timeout a batch), and the
+    exporting process, left to finish alone, lets go of the command's output after 3 s (it
+    held the pipe that captures it for the SDK's 30 s shutdown)."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        steps = [
+            {"id": f"s{i}", "tool": "fs.write", "args": {"path": f"{i}.txt", "content": "x"}}
+            for i in range(300)
+        ]
+        (tmp_path / "p.json").write_text(json.dumps({"steps": steps}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRINITY_", "OTEL_"))}
+        env |= {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hung.getsockname()[1]}",
+        }
+        started = time.monotonic()
+        ran = subprocess.run(
+            [sys.executable, "-m", "trinity", "run", str(tmp_path / "p.json"), "--max-steps",
+             "2000", "--db", str(tmp_path / "t.db"), "-w", str(tmp_path / "ws"), "--json"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["stop_reason"] == "completed"
+    assert took < 30, f"the run waited for the collector: {took:.1f}s"
 
 
 def test_span_attributes_and_statuses_are_redacted() -> None:
     from trinity.events import RunFinished, RunStarted, ToolCalled, ToolReturned, VerdictGiven
+    from trinity.observability.spanbuilder import SpanBuilder
     from trinity.observability.spans import SpanRecord
     from trinity.observability.tracing import RunTracer
     from trinity.security.secrets import SECRETS
@@ -169,7 +268,7 @@ def test_span_attributes_and_statuses_are_redacted() -> None:
     secret = "sk-test-0123456789abcdefghijklmnop"
     SECRETS.add(secret, "test")
     shipped: list[SpanRecord] = []
-    tracer = RunTracer(shipped.append)
+    tracer = RunTracer(SpanBuilder(shipped.append))
     for event in [
         RunStarted(start_node="tetyana", step=0),
         ToolCalled(step="s", tool="shell.run", attempt=1),

@@ -63,12 +63,24 @@ def trace_carrier() -> dict[str, str]:
     return {"traceparent": f"00-{current.trace_id:032x}-{current.span_id:016x}-{flags}"}
 
 
+def _parsed(value: object) -> re.Match[str] | None:
+    match = _TRACEPARENT.match(str(value).strip().lower())
+    if match is None or int(match[1], 16) == 0 or int(match[2], 16) == 0:
+        return None
+    return match
+
+
+def valid_traceparent(value: object) -> bool:
+    """A W3C ``traceparent`` (version 00, ids not zero)."""
+    return isinstance(value, str) and _parsed(value) is not None
+
+
 @contextlib.contextmanager
 def incoming_trace(headers: Mapping[str, str]) -> Iterator[None]:
     """Within it, a request's ``traceparent`` is the current context, so a run started there is
     a span of the caller's trace (a malformed header is ignored, as W3C asks)."""
-    match = _TRACEPARENT.match(str(headers.get("traceparent", "")).strip().lower())
-    if match is None or int(match[1], 16) == 0 or int(match[2], 16) == 0:
+    match = _parsed(headers.get("traceparent", ""))
+    if match is None:
         yield
         return
     token = CURRENT.set(
