@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from trinity.observability.spans import valid_traceparent
 from trinity.tools.hub.errors import _describe_exception, _Unavailable
 from trinity.tools.mcp_config import HttpServerConfig, ServerConfig, StdioServerConfig
 from trinity.tools.reaper import REAPER, reap_group
@@ -303,9 +305,30 @@ class _Connection:
             self._stderr.close()
 
 
+async def _trace_header(request: httpx2.Request) -> None:
+    """A ``tools/call`` that carries the caller's trace in ``params._meta.traceparent`` carries
+    it as the W3C ``traceparent`` HTTP header too, for proxies and servers that trace HTTP.
+    (The SDK sends requests from a task of its own, where the caller's context is not current:
+    the request's own body says which span it belongs to.)"""
+    try:
+        body = request.content
+    except httpx2.RequestNotRead:  # a streamed body: not a JSON-RPC request of the SDK's
+        return
+    if b'"traceparent"' not in body:
+        return
+    with contextlib.suppress(ValueError, LookupError, AttributeError, TypeError):
+        meta = json.loads(body)["params"]["_meta"]
+        if valid_traceparent(meta["traceparent"]):
+            request.headers["traceparent"] = meta["traceparent"]
+
+
 @contextlib.asynccontextmanager
 async def _http_transport(config: HttpServerConfig) -> AsyncIterator[Any]:
     # The SDK's own defaults: 30 s to connect/write, 300 s read for long-lived SSE streams.
-    client = httpx2.AsyncClient(headers=config.headers, timeout=httpx2.Timeout(30.0, read=300.0))
+    client = httpx2.AsyncClient(
+        headers=config.headers,
+        timeout=httpx2.Timeout(30.0, read=300.0),
+        event_hooks={"request": [_trace_header]},
+    )
     async with client, streamable_http_client(config.url, http_client=client) as streams:
         yield streams
