@@ -1,14 +1,15 @@
 """What traces and metrics cost per step: on (Prometheus metrics, and OpenTelemetry spans sent
 over OTLP/HTTP to a local receiver in another process) against off, side by side.
 
-    .venv/bin/python bench/observability.py             # about 2 minutes
+    .venv/bin/python bench/observability.py             # about 4 minutes
     .venv/bin/python bench/observability.py --quick
 
 Part 1: the engine's cycle of `bench/engine_overhead.py` (five trivial nodes, the run journal in
 SQLite), about 1,000 steps per run: the sinks see every event a Runtime's bus carries.
 Part 2: whole runs of `bench/long_runs.py`'s plan (N `fs.write` steps with a check each)
 through the Runtime, at two sizes. Each cell runs in a fresh process; on and off alternate.
-The issue's target: under 10% per step. `trinity report` on 100,000 runs is
+Two tables: wall time per step, and CPU time per step of the run's process and of the process
+that exports the spans. The issue's target: under 10% per step. `trinity report` on 100,000 runs is
 `bench/report_scale.py`.
 """
 
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -61,8 +64,53 @@ def sinks(on: bool) -> list[Any]:
     return [RunMetrics(), tracer]
 
 
-async def engine_cycle(on: bool, steps: int, repeats: int) -> float:
-    """Median µs per step of the five-node cycle with its journal (durability=async)."""
+class Clock:
+    """Wall time and CPU time of the timed part: this process's (every thread), and the
+    exporting child's (read from /proc at the start; at the end from the rusage of the child,
+    after the shipper has closed it, so the spans of the timed part are all exported)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+        self._child_start = 0.0
+
+    def start(self) -> None:
+        from trinity.observability import tracing
+
+        if tracing._PROCESS is not None and not self._child_start:
+            # the child has started (imported the SDK) when its CPU time stops growing
+            pid = tracing._PROCESS.ship.pid  # type: ignore[attr-defined]
+            seen = -1.0
+            for _ in range(100):
+                self._child_start = _cpu_of(pid)
+                if self._child_start == seen:
+                    break
+                seen = self._child_start
+                time.sleep(0.3)
+        gc.collect()  # every cell starts its clock at the same point of the collector's cycle
+        self._t = (time.perf_counter(), time.process_time())
+
+    def stop(self) -> None:
+        self.wall += time.perf_counter() - self._t[0]
+        self.cpu += time.process_time() - self._t[1]
+
+    def result(self, steps: int) -> dict[str, float]:
+        from trinity.observability import tracing
+
+        child = 0.0
+        if tracing._PROCESS is not None:
+            tracing._PROCESS.ship.close(timeout_s=120)  # type: ignore[attr-defined]
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child = usage.ru_utime + usage.ru_stime - self._child_start
+        return {"wall": self.wall / steps, "cpu": self.cpu / steps, "export": child / steps}
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def engine_cycle(on: bool, steps: int, repeats: int) -> dict[str, float]:
+    """Per step: the five-node cycle with its journal (durability=async), ``repeats`` runs."""
     sys.path.insert(0, str(HERE))
     from engine_overhead import BenchState, trinity_graph
     from trinity.engine import Engine
@@ -74,7 +122,7 @@ async def engine_cycle(on: bool, steps: int, repeats: int) -> float:
     time.sleep(1.5)  # the exporting child starts (once per process): steady state is measured
     store = Store(Path(tempfile.mkdtemp()) / "t.db")
     graph = trinity_graph(0.0)
-    samples = []
+    clock, counted = Clock(), 0
     for count in range(repeats + 1):
         state = BenchState(run_id=f"r{count}", limit=steps if count else 20)
         bus = EventBus(state.run_id)
@@ -83,16 +131,18 @@ async def engine_cycle(on: bool, steps: int, repeats: int) -> float:
         for observer in observers:
             bus.subscribe(observer)
         engine = Engine(graph, journal=journal, events=bus.emit, durability="async")
-        started = time.perf_counter()
-        await engine.run(state)
         if count:  # the first is a warm-up
-            samples.append((time.perf_counter() - started) / state.n * 1e6)
+            clock.start()
+        await engine.run(state)
+        if count:
+            clock.stop()
+            counted += state.n
     store.close()
-    return statistics.median(samples)
+    return clock.result(counted)
 
 
-async def whole_run(on: bool, n: int) -> float:
-    """Milliseconds per plan step of a whole Runtime run of ``n`` fs.write steps."""
+async def whole_run(on: bool, n: int) -> dict[str, float]:
+    """Per plan step: a whole Runtime run of ``n`` fs.write steps."""
     sys.path.insert(0, str(HERE))
     from long_runs import plan_yaml
     from trinity.config import Settings
@@ -109,15 +159,16 @@ async def whole_run(on: bool, n: int) -> float:
     _ = runtime.store
     time.sleep(1.5)  # the exporting child starts (once per process): steady state is measured
     request = runtime.prepare(str(plan), limits=RunLimits(max_steps=5 * n + 100, timeout_s=600))
-    started = time.perf_counter()
+    clock = Clock()
+    clock.start()
     state = await runtime.start(request)
-    took = time.perf_counter() - started
+    clock.stop()
     runtime.close()
     assert state.stop_reason == "completed", state.stop_detail
-    return took / n * 1000
+    return clock.result(n)
 
 
-def cell(kind: str, mode: str, port: int, **args: Any) -> float:
+def cell(kind: str, mode: str, port: int, **args: Any) -> dict[str, float]:
     """One measurement in a fresh process: ``mode`` off, on, or on with 10% of runs traced."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRINITY_", "OTEL_"))}
     if mode != "off":
@@ -130,27 +181,40 @@ def cell(kind: str, mode: str, port: int, **args: Any) -> float:
     )
     if done.returncode != 0:
         raise SystemExit(f"cell {spec} failed:\n{done.stderr}")
-    return float(done.stdout.strip().splitlines()[-1])
+    measured: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return measured
 
 
-def compare(kind: str, port: int, rounds: int, **args: Any) -> list[float]:
+MODES = ("off", "on", "sampled")
+
+
+def compare(kind: str, port: int, rounds: int, **args: Any) -> dict[str, dict[str, float]]:
     """Medians of off, on, and on with sampling, measured in turn ``rounds`` times."""
-    modes = ("off", "on", "sampled")
-    seen: dict[str, list[float]] = {mode: [] for mode in modes}
+    seen: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for _ in range(rounds):  # in turn, so drift hits all alike
-        for mode in modes:
+        for mode in MODES:
             seen[mode].append(cell(kind, mode, port, **args))
-    return [statistics.median(seen[mode]) for mode in modes]
+    return {
+        mode: {key: statistics.median(c[key] for c in cells) for key in cells[0]}
+        for mode, cells in seen.items()
+    }
 
 
-def row(label: str, values: list[float], digits: int) -> list[str]:
-    off, on, sampled = values
+def rows(label: str, measured: dict[str, dict[str, float]], unit: float, digits: int) -> list:
+    """Wall time per step (off, on, sampled), and CPU per step of the run's process and of the
+    exporting process (off, on)."""
+
+    def shown(value: float, base: float | None = None) -> str:
+        text = f"{value * unit:.{digits}f}"
+        return f"{text} ({value / base - 1:+.0%})" if base else text
+
+    off, on, sampled = (measured[mode] for mode in MODES)
     return [
-        label,
-        f"{off:.{digits}f}",
-        f"{on:.{digits}f} ({on / off - 1:+.0%})",
-        f"{sampled:.{digits}f} ({sampled / off - 1:+.0%})",
-    ]
+        [label, shown(off["wall"]), shown(on["wall"], off["wall"]),
+         shown(sampled["wall"], off["wall"])],
+        [label, shown(off["cpu"]), shown(on["cpu"], off["cpu"]), shown(on["export"]),
+         shown(sampled["cpu"], off["cpu"]), shown(sampled["export"])],
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -161,31 +225,48 @@ def main() -> None:
     if args.cell:
         spec = json.loads(args.cell)
         if spec["kind"] == "engine":
-            print(asyncio.run(engine_cycle(spec["on"], spec["steps"], spec["repeats"])))
+            got = asyncio.run(engine_cycle(spec["on"], spec["steps"], spec["repeats"]))
         else:
-            print(asyncio.run(whole_run(spec["on"], spec["n"])))
+            got = asyncio.run(whole_run(spec["on"], spec["n"]))
+        print(json.dumps(got))
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    walls, cpus = [], []
     try:
         time.sleep(0.5)
         rounds = 2 if args.quick else 5
-        rows = []
         steps = 300 if args.quick else 1000
-        measured = compare("engine", port, rounds, steps=steps, repeats=3)
-        rows.append(row(f"engine cycle, {steps} steps (µs/step)", measured, 1))
+        wall, cpu = rows(
+            f"engine cycle, {steps} steps (µs/step)",
+            compare("engine", port, rounds, steps=steps, repeats=3),
+            1e6,
+            1,
+        )
+        walls.append(wall)
+        cpus.append(cpu)
         for n in (50, 200) if args.quick else (200, 800):
             measured = compare("run", port, rounds, n=n)
-            rows.append(row(f"whole run, {n} fs.write steps (ms/step)", measured, 2))
+            wall, cpu = rows(f"whole run, {n} fs.write steps (ms/step)", measured, 1e3, 3)
+            walls.append(wall)
+            cpus.append(cpu)
     finally:
         receiver.terminate()
     print(
         table(
-            f"Traces + metrics on (OTLP/HTTP to a local receiver) against off; median of {rounds}",
+            f"Wall time per step, traces + metrics on (OTLP/HTTP to a local receiver) against "
+            f"off; median of {rounds}",
             ["workload", "off", "on", "on, 10% of runs sampled"],
-            rows,
+            walls,
+        )
+    )
+    print(
+        table(
+            "CPU time per step: the run's process (all its threads), and the exporting process",
+            ["workload", "off", "on", "on: exporter", "sampled", "sampled: exporter"],
+            cpus,
         )
     )
 

@@ -60,6 +60,32 @@ def test_events_become_series_with_redacted_labels() -> None:
     assert "_created" not in text
 
 
+def test_label_sets_past_the_cap_are_counted_as_other() -> None:
+    """A stream of distinct tool names (an MCP server listing thousands, say) stops making new
+    series at SERIES_PER_METRIC: the rest are counted, under "other"."""
+    from trinity.observability.metrics import SERIES_PER_METRIC
+
+    registry = CollectorRegistry()
+    metrics = RunMetrics(registry)
+    calls = SERIES_PER_METRIC + 50
+    for n in range(calls):
+        for event in (
+            ToolCalled(step="s", tool=f"mcp{n}.tool", attempt=1),
+            ToolReturned(step="s", ok=False, error="no", seconds=0.01),
+        ):
+            event.run_id, event.ts = "r1", 1.0
+            metrics(event)
+    counts = [
+        (sample.labels, sample.value)
+        for family in registry.collect()
+        if family.name == "trinity_tool_call_errors"
+        for sample in family.samples
+    ]
+    assert len(counts) == SERIES_PER_METRIC + 1
+    assert ({"server": "other", "tool": "other"}, 50.0) in counts
+    assert sum(value for _, value in counts) == calls
+
+
 def test_cli_runs_keep_metrics_that_trinity_metrics_serve_shows(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRINITY_")}
     env |= {"TRINITY_METRICS_DIR": str(tmp_path / "metrics"), "TRINITY_SANDBOX": "off"}

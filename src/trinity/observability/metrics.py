@@ -17,6 +17,7 @@ characters.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from trinity.events import EventBase
     from trinity.store import Store
 
+log = logging.getLogger("trinity.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text format, as a scrape expects it."""
@@ -46,6 +48,10 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 RUN_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
+
+SERIES_PER_METRIC = 500
+"""The label sets a metric takes before new ones are counted as :data:`OTHER`."""
+OTHER = "other"
 
 _PROCESS: RunMetrics | None = None
 
@@ -189,13 +195,34 @@ class RunMetrics:
         }
         self._steps: dict[str, int] = {}
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._series: dict[Any, int] = {}
 
     def _of(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, remembered (prometheus-client's look-up costs ~3 µs)."""
+        """``metric.labels(*values)``, remembered (prometheus-client's look-up costs ~3 µs).
+        A metric takes :data:`SERIES_PER_METRIC` label sets; a new one past them is counted
+        under ``other`` (model names come from API callers and tool names from MCP servers: an
+        endless supply of them would grow every scrape and this process without bound)."""
         key = (metric, values)
         child = self._children.get(key)
-        if child is None:
+        if child is not None:
+            return child
+        taken = self._series.get(metric, 0)
+        if taken < SERIES_PER_METRIC:
+            self._series[metric] = taken + 1
             child = self._children[key] = metric.labels(*values)
+            return child
+        if taken == SERIES_PER_METRIC:
+            self._series[metric] = taken + 1
+            log.warning(
+                "metric %s has %d label sets: new ones are counted as %r",
+                metric._name,
+                SERIES_PER_METRIC,
+                OTHER,
+            )
+        other = (metric, (OTHER,) * len(values))
+        child = self._children.get(other)
+        if child is None:
+            child = self._children[other] = metric.labels(*other[1])
         return child
 
     def __call__(self, event: EventBase) -> None:

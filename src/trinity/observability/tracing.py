@@ -68,7 +68,7 @@ def process_tracer() -> RunTracer | None:
 def note_content(run_id: str, messages: list[tuple[str, str]], completion: str) -> None:
     """The text of the LLM call whose ``llm_call`` event comes next for ``run_id``: recorded on
     its span (``trace_content`` on; nothing happens when nothing is traced)."""
-    if _PROCESS is not None:
+    if _PROCESS is not None and run_id in _PROCESS._traces:  # a run sampled out keeps nothing
         _PROCESS.pending[run_id] = (messages, completion)
 
 
@@ -227,6 +227,7 @@ class RunTracer:
     def _on_run_finished(self, event: Any, trace_id: int) -> None:
         self._call_ended(event.run_id)
         del self._traces[event.run_id]
+        self.pending.pop(event.run_id, None)
         detail = _message(event.detail) if event.detail else None
         self.ship(("end", event.run_id, event.ts, event.stop_reason, detail))
         if self._flush is not None:
