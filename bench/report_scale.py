@@ -70,8 +70,8 @@ def fill(db: Path, n: int, seed: int = 1) -> None:
         conn.executemany(
             "INSERT INTO runs (id, task, model, workspace, status, stop_reason, created_at, "
             "finished_at, steps, input_tokens, output_tokens, llm_calls, llm_errors, llm_seconds, "
-            "cost_usd, tool_calls, tool_errors, tool_seconds) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "cost_usd, tool_calls, tool_errors, tool_seconds, spend_recorded) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
             runs,
         )
         conn.executemany(

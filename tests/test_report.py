@@ -88,3 +88,63 @@ def test_the_command_prints_and_refuses_bad_options(tmp_path: Path) -> None:
     assert wrong.returncode == 2 and "--by must be one of model, tool, stop_reason" in wrong.stderr
     since = cli("report", "--since", "yesterday")
     assert since.returncode == 2 and "bad duration 'yesterday'" in since.stderr
+
+
+async def test_runs_that_ended_before_spend_was_recorded_are_said_and_backfilled(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """A database from before schema 6 has zeros where a run's spend goes: after the migration
+    the report says how many runs lack it, and `--backfill` reads it from their journals."""
+    import sqlite3
+
+    runtime = Runtime(settings)
+    try:
+        old = await runtime.start(runtime.prepare(plan_file(tmp_path, "old", WRITE, FAIL)))
+        new = await runtime.start(runtime.prepare(plan_file(tmp_path, "new", WRITE)))
+        before = runtime.performance()
+    finally:
+        runtime.close()
+    assert before.unrecorded == 0 and before.total.tool_calls == 4
+    # the database as schema 6 left it, with `old` ended before 6 (zeros, no tool rows)
+    db = sqlite3.connect(settings.database_url)
+    db.executescript(
+        f"""
+        UPDATE runs SET llm_calls=0, llm_errors=0, llm_seconds=0, cost_usd=0, tool_calls=0,
+            tool_errors=0, tool_seconds=0 WHERE id='{old.run_id}';
+        DELETE FROM run_tools WHERE run_id='{old.run_id}';
+        DROP INDEX runs_spend_missing;
+        ALTER TABLE runs DROP COLUMN spend_recorded;
+        PRAGMA user_version=6;
+        """
+    )
+    db.close()
+    runtime = Runtime(settings)  # migrates to 7
+    try:
+        migrated = runtime.performance()
+        recorded = {r: runtime.store.get_run(r)["spend_recorded"] for r in (old.run_id, new.run_id)}
+    finally:
+        runtime.close()
+    assert recorded == {old.run_id: 0, new.run_id: 1}
+    assert migrated.unrecorded == 1 and migrated.total.tool_calls == 1
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRINITY_")} | {"COLUMNS": "200"}
+    trinity = [sys.executable, "-m", "trinity", "report", "--db", settings.database_url]
+    said = subprocess.run(trinity, env=env, capture_output=True, text=True, timeout=60)
+    assert "1 of these runs ended before Trinity recorded" in said.stdout, said.stdout
+    done = subprocess.run(
+        [*trinity, "--backfill"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Backfilled the spend of 1 runs" in done.stdout
+    assert "ended before Trinity recorded" not in done.stdout
+    again = json.loads(
+        subprocess.run(
+            [*trinity, "--backfill", "--json"], env=env, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
+    assert again["unrecorded"] == 0
+    assert again["total"]["tool_calls"] == before.total.tool_calls
+    assert again["total"]["tool_errors"] == before.total.tool_errors == 2
+    assert {t["tool"]: t["calls"] for t in again["tools"]} == {
+        t.tool: t.calls for t in before.tools
+    }

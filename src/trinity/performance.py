@@ -10,12 +10,16 @@ person) are counted, not measured.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from trinity.errors import StoreError
 from trinity.observability import nearest_rank
 from trinity.store.stats import ReportRows
+
+if TYPE_CHECKING:
+    from trinity.store import Store
 
 GroupBy = Literal["model", "tool", "stop_reason"]
 
@@ -86,6 +90,9 @@ class PerformanceReport(BaseModel):
     """The five with the longest mean call."""
     failing_tools: list[ToolStats] = []
     """The five with the most failed calls (those with any)."""
+    unrecorded: int = 0
+    """Ended runs of the window whose spend is not on their row (they ended before Trinity
+    recorded it): their LLM and tool figures count as zero until :func:`backfill_spend`."""
 
 
 def build_report(
@@ -145,7 +152,35 @@ def build_report(
             key=lambda t: (t.errors, t.error_rate),
             reverse=True,
         )[:5],
+        unrecorded=rows.unrecorded,
     )
+
+
+async def backfill_spend(store: Store, batch: int = 200) -> tuple[int, list[str]]:
+    """Put on their rows the spend of the ended runs that lack it, read back from their
+    journals (a batch of runs per transaction): how many were done, and what could not be
+    read (those runs stay as they were, and are tried again next time)."""
+    from trinity.state import RunState
+    from trinity.store.journal import load_run
+    from trinity.store.stats import stats_statements
+
+    done, problems, skipped = 0, list[str](), set[str]()
+    while True:
+        ids = [i for i in store.runs_without_spend(batch + len(skipped)) if i not in skipped]
+        if not ids:
+            return done, problems
+        statements = []
+        for run_id in ids:
+            try:
+                state, _ = load_run(store, run_id, RunState)
+            except StoreError as exc:
+                problems.append(str(exc))
+                skipped.add(run_id)
+                continue
+            statements += stats_statements(state)
+            done += 1
+        if statements:
+            await store.writer.write_all(statements)
 
 
 def _stats(row: tuple[Any, ...], times: tuple[list[float], list[float], list[float]]) -> GroupStats:

@@ -13,6 +13,7 @@ from trinity.cli.common import DbOption, JsonOption, fail, out, session, when
 
 if TYPE_CHECKING:
     from trinity.performance import GroupStats, Percentiles, PerformanceReport, ToolStats
+    from trinity.store import Store
 
 
 def report(
@@ -23,6 +24,14 @@ def report(
     by: Annotated[
         str | None, typer.Option("--by", help="Group by: model | tool | stop_reason")
     ] = None,
+    backfill: Annotated[
+        bool,
+        typer.Option(
+            "--backfill",
+            help="First read the spend of runs that ended before Trinity recorded it (their "
+            "LLM and tool figures are zero until then) from their journals",
+        ),
+    ] = False,
     db: DbOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -35,11 +44,27 @@ def report(
     group: Literal["model", "tool", "stop_reason"] | None = by  # type: ignore[assignment]
     with session(db) as rt:
         start = time.time() - parse_duration(since) if since else None
+        if backfill:
+            _backfill(rt.store, quiet=json_output)
         made = rt.performance(since=start, by=group)
     if json_output:
         out.print_json(made.model_dump_json())
         return
     _print(made)
+
+
+def _backfill(store: Store, *, quiet: bool) -> None:
+    import asyncio
+
+    from trinity.performance import backfill_spend
+
+    done, problems = asyncio.run(backfill_spend(store))
+    if not quiet:
+        out.print(f"Backfilled the spend of {done:,} runs from their journals.", highlight=False)
+    for problem in problems[:5]:
+        out.print(f"[yellow]not backfilled:[/] {problem}", highlight=False)
+    if len(problems) > 5:
+        out.print(f"[yellow]… and {len(problems) - 5:,} more not backfilled[/]", highlight=False)
 
 
 def _print(made: PerformanceReport) -> None:
@@ -64,6 +89,13 @@ def _print(made: PerformanceReport) -> None:
         f"tool calls {total.tool_calls:,} ({total.tool_errors:,} failed)",
         highlight=False,
     )
+    if made.unrecorded:
+        out.print(
+            f"[yellow]{made.unrecorded:,} of these runs ended before Trinity recorded what runs "
+            "spend: their LLM and tool figures count as zero (trinity report --backfill reads "
+            "them from their journals)[/]",
+            highlight=False,
+        )
     if made.groups:
         _groups(made.by or "", made.groups)
     if made.by == "tool":

@@ -190,7 +190,23 @@ class Records:
                 f"FROM run_tools INDEXED BY run_tools_report WHERE {window} GROUP BY tool",
                 (low, until),
             ).fetchall()
-        return ReportRows(sums, times, tools)
+            unrecorded = cursor.execute(
+                f"SELECT count(*) FROM runs INDEXED BY runs_spend_missing WHERE {window} "
+                "AND spend_recorded = 0 AND finished_at IS NOT NULL",
+                (low, until),
+            ).fetchone()[0]
+        return ReportRows(sums, times, tools, unrecorded)
+
+    def runs_without_spend(self, limit: int = 500) -> list[str]:
+        """Ended runs whose spend is not on their row (they ended before schema 6), oldest
+        first: what :func:`trinity.performance.backfill_spend` reads from their journals."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id FROM runs INDEXED BY runs_spend_missing WHERE spend_recorded = 0 "
+                "AND finished_at IS NOT NULL ORDER BY created_at LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     # -- cancel requests -----------------------------------------------------------------------
 

@@ -196,6 +196,16 @@ MIGRATIONS: list[str] = [
         notified_at REAL            -- the last notification sent (firing or resolved)
     );
     """,
+    # 7: which runs have their spend on their row. Runs that ended before 6 have zeros there:
+    # `trinity report` says how many, and `trinity report --backfill` reads them from their
+    # journals. A row with any spend or tool row has it; so do runs that have not ended.
+    """
+    ALTER TABLE runs ADD COLUMN spend_recorded INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET spend_recorded = 1
+        WHERE finished_at IS NULL OR llm_calls > 0 OR tool_calls > 0
+           OR EXISTS (SELECT 1 FROM run_tools WHERE run_tools.run_id = runs.id);
+    CREATE INDEX runs_spend_missing ON runs(created_at) WHERE spend_recorded = 0;
+    """,
 ]
 
 JOURNAL_VERSION = 4

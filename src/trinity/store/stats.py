@@ -21,6 +21,8 @@ class ReportRows(NamedTuple):
     """Per ended run: key, run seconds, LLM seconds, tool seconds."""
     tools: list[tuple[Any, ...]]
     """Per tool: name, runs, calls, errors, seconds, longest call."""
+    unrecorded: int = 0
+    """Ended runs without their spend on their row (they ended before schema 6)."""
 
 
 @dataclass
@@ -57,7 +59,7 @@ def stats_statements(state: RunState) -> list[Statement]:
     statements = [
         Statement(
             "UPDATE runs SET llm_calls=?, llm_errors=?, llm_seconds=?, cost_usd=?, tool_calls=?, "
-            "tool_errors=?, tool_seconds=? WHERE id=?",
+            "tool_errors=?, tool_seconds=?, spend_recorded=1 WHERE id=?",
             (
                 usage.llm_calls,
                 usage.llm_errors,
