@@ -128,8 +128,8 @@ class AlertEvaluator:
                 )
                 if changed and told:
                     notices.append(Notice(rule, "resolved", measure, now, now))
-        for notice in notices:
-            await self._tell(notice)
+        # together: a webhook that hangs costs one round of its retries, not one per notice
+        await asyncio.gather(*(self._tell(notice) for notice in notices))
         return notices
 
     # -- measures --------------------------------------------------------------------------------
