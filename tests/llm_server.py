@@ -14,6 +14,7 @@ Usage in a test module (pytest puts ``tests/`` on ``sys.path``)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -85,6 +86,8 @@ class Raw:
     body: bytes
     status: int = 200
     content_type: str = "application/json"
+    declared: bool = True
+    """Send ``Content-Length``; ``False``: the body ends when the connection closes."""
 
 
 Behaviour = Reply | Status | Hang | Trickle | Raw
@@ -240,10 +243,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(behaviour, Raw):
             self.send_response(behaviour.status)
             self.send_header("Content-Type", behaviour.content_type)
-            self.send_header("Content-Length", str(len(behaviour.body)))
+            if behaviour.declared:
+                self.send_header("Content-Length", str(len(behaviour.body)))
+            else:
+                self.close_connection = True
             self.end_headers()
-            self.wfile.write(behaviour.body)
-            self.wfile.flush()
+            with contextlib.suppress(OSError):  # a client that stopped reading
+                self.wfile.write(behaviour.body)
+                self.wfile.flush()
         elif isinstance(behaviour, Hang):
             fake._stopping.wait(behaviour.seconds)
             self.close_connection = True

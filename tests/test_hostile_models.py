@@ -185,6 +185,37 @@ async def test_a_huge_bad_reply_is_not_sent_back_whole(
     assert "more characters of this reply not shown" in json.dumps(repair.body)
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        Raw(b'{"id": "' + b"x" * 3_000_000 + b'"}'),
+        Raw(b'{"id": "' + b"x" * 3_000_000 + b'"}', declared=False),
+        Raw(b"data: " + b"x" * 3_000_000, content_type="text/event-stream", declared=False),
+    ],
+    ids=["declared", "until-close", "endless-event"],
+)
+async def test_a_body_past_the_cap_is_read_no_further_and_not_asked_again(
+    settings: Settings,
+    fake_llm_server: FakeLLMServer,  # noqa: F811
+    provider: str,
+    raw: Raw,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server sending more than the cap (a whole body, one without a length, an event line
+    that never ends) fails the call at once, before the SDK holds it all: asking again would
+    read the same again. (The caps, 64 and 512 MB, are made 1 MB here.)"""
+    from trinity.llm import bodycap
+
+    monkeypatch.setattr(bodycap, "MAX_BODY_BYTES", 2**20)
+    monkeypatch.setattr(bodycap, "MAX_STREAM_BYTES", 2**20)
+    fake_llm_server.script(raw, raw, raw)
+    state = await _run(_settings(settings, fake_llm_server, provider), provider)
+    assert state.stop_reason in (StopReason.ERROR, StopReason.FAILED), state.stop_detail
+    assert "went past 1 MB and was read no further" in (state.stop_detail or "")
+    assert len(fake_llm_server.requests) == 1  # not retried
+
+
 def test_time_limits_that_do_not_nest_are_refused_when_settings_load() -> None:
     with pytest.raises(ValueError, match=r"120 s x 5 = 600 s is longer than node_timeout_s"):
         Settings(llm_timeout_s=120, llm_max_attempts=4, node_timeout_s=300)

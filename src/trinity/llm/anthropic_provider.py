@@ -31,6 +31,7 @@ class AnthropicProvider(SDKProvider):
     """
 
     make_client = anthropic.AsyncAnthropic
+    make_http_client = anthropic.DefaultAsyncHttpxClient
     key_env = ANTHROPIC_API_KEY_ENV
     classify = staticmethod(classify_anthropic_error)
 

@@ -31,6 +31,7 @@ class OpenAIProvider(SDKProvider):
     """
 
     make_client = openai.AsyncOpenAI
+    make_http_client = openai.DefaultAsyncHttpxClient
     key_env = OPENAI_API_KEY_ENV
     classify = staticmethod(classify_openai_error)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import json
 import logging
 import time
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from trinity.errors import LLMError
 from trinity.llm import native, replies
 from trinity.llm.base import LLMRequest, LLMResponse
+from trinity.llm.bodycap import cap_body
 from trinity.llm.replies import Reading, ReplyProblem, quote
 from trinity.llm.retry import (
     Attempted,
@@ -66,6 +68,8 @@ def classify_sdk_error(
         )
     if isinstance(exc, sdk.APIConnectionError):
         reason = exc.__cause__ or exc.__context__
+        if isinstance(reason, ReplyProblem):  # raised while the SDK read (bodycap)
+            return AttemptFailure(retryable=False, message=str(reason))
         return AttemptFailure(
             retryable=True, kind="connection", message=f"{exc.message} {reason or ''}".strip()
         )
@@ -107,6 +111,10 @@ class SDKProvider:
 
     make_client: Callable[..., Any]
     """The SDK's async client class (``openai.AsyncOpenAI``, ``anthropic.AsyncAnthropic``)."""
+    make_http_client: Callable[..., Any] | None = None
+    """The SDK's HTTP client with its own defaults (``DefaultAsyncHttpxClient``; unset: the one
+    of ``make_client``'s package, if it has one): Trinity adds a cap on how much of a body is
+    read (:mod:`trinity.llm.bodycap`)."""
     key_env: str
     """The environment variable the key usually comes from, named when a server refuses it."""
     classify: Callable[[Exception], AttemptFailure | None]
@@ -154,9 +162,22 @@ class SDKProvider:
         self._api_key = api_key
         self._api_key_env = api_key_env or self.key_env
         self._client = self.make_client(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+            **self._http_client(),
         )
         self._endpoint = str(self._client.base_url).rstrip("/")
+
+    def _http_client(self) -> dict[str, Any]:
+        make = self.make_http_client
+        if make is None:
+            package = importlib.import_module(self.make_client.__module__.partition(".")[0])
+            make = getattr(package, "DefaultAsyncHttpxClient", None)
+        if make is None:
+            return {}
+        return {"http_client": make(event_hooks={"response": [cap_body]})}
 
     # -- what each provider supplies ------------------------------------------------------------
 
