@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +33,7 @@ from trinity.execution import Services, close_books, execute
 from trinity.llm.base import LLMProvider
 from trinity.llm.pricing import PriceTable
 from trinity.llm.registry import check_model, make_provider
+from trinity.observability import tracing_asked
 from trinity.queries import RunQueries
 from trinity.requests import Preparation, RunRequest
 from trinity.security.env import register_settings
@@ -92,7 +92,7 @@ class Runtime(Preparation, RunQueries, Decisions):
         self._limiter: RateLimiter | None = None
         if self.settings.metrics_dir is not None:
             self.metrics()  # another process shows them (trinity metrics serve)
-        if os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() not in ("", "none"):
+        if tracing_asked():
             from trinity.observability.tracing import process_tracer
 
             tracer = process_tracer()  # a bad exporter name is a ConfigError here

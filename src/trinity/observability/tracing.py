@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from trinity.observability import tracing_asked
 from trinity.observability.metrics import provider_of
 from trinity.observability.shipping import Shipper
 from trinity.observability.spans import CURRENT, Sampler, TraceContext, new_id
@@ -44,10 +44,6 @@ TEXT_CHARS = 1000
 """The most of a name or an id a span attribute keeps."""
 MESSAGE_CHARS = 500
 """The most of an error, a stop detail or a verdict summary a span keeps."""
-
-
-def tracing_asked() -> bool:
-    return os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower() not in ("", "none")
 
 
 _PROCESS: RunTracer | None = None
