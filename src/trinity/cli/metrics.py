@@ -38,7 +38,11 @@ def metrics_serve(
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics is here")
                 return
-            body = exposition(None, lambda: store)
+            try:
+                body = exposition(None, lambda: store)
+            except Exception as exc:  # the database, say: a 500 Prometheus records, not a reset
+                self.send_error(500, f"metrics unavailable: {type(exc).__name__}: {exc}")
+                return
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))

@@ -17,6 +17,7 @@ characters.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
@@ -314,7 +315,7 @@ def exposition(registry: CollectorRegistry | None, store: Callable[[], Store] | 
 
     if os.environ.get(MULTIPROC_ENV):
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)
+        reg.register(_ReadableFiles(os.environ[MULTIPROC_ENV], multiprocess.MultiProcessCollector))
     else:
         reg = registry if registry is not None else REGISTRY
     if store is None:
@@ -323,6 +324,40 @@ def exposition(registry: CollectorRegistry | None, store: Callable[[], Store] | 
     combined.register(_Of(reg))
     combined.register(StoreCollector(store))
     return generate_latest(combined)
+
+
+_UNREADABLE: dict[str, float] = {}
+"""Files found unreadable, and when that was last said."""
+
+
+class _ReadableFiles:
+    """prometheus-client's multiprocess merge of the folder's files, without those it cannot
+    read: a file a process left truncated (killed while it grew, a full disk) made every
+    scrape fail, so one bad file blinded the monitoring of every process. Such a file is left
+    out of the scrape (not moved: a live process may still write to it) with a warning a
+    minute."""
+
+    def __init__(self, folder: str, collector: Any) -> None:
+        self.folder = folder
+        self.merge = collector.merge
+
+    def collect(self) -> Any:
+        files = sorted(glob.glob(os.path.join(self.folder, "*.db")))
+        try:
+            return self.merge(files, accumulate=True)
+        except Exception:  # find which: the others still count
+            readable = []
+            for name in files:
+                try:
+                    self.merge([name], accumulate=True)
+                except Exception as exc:
+                    now = time.monotonic()
+                    if now - _UNREADABLE.get(name, -60.0) >= 60.0:
+                        _UNREADABLE[name] = now
+                        log.warning("metrics file %s cannot be read, left out: %s", name, exc)
+                    continue
+                readable.append(name)
+            return self.merge(readable, accumulate=True)
 
 
 class _Of:
