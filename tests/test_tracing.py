@@ -255,7 +255,7 @@ def test_a_hung_collector_does_not_hold_a_run(tmp_path: Path) -> None:
         took = time.monotonic() - started
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["stop_reason"] == "completed"
-    assert took < 30, f"the run waited for the collector: {took:.1f}s"
+    assert took < 20, f"the run waited for the collector: {took:.1f}s"  # was 30.8 s, now ~5
 
 
 def test_span_attributes_and_statuses_are_redacted() -> None:

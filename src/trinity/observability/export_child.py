@@ -14,9 +14,9 @@ import os
 import struct
 import sys
 import threading
-import time
 from typing import Any
 
+from trinity.observability import Repeats
 from trinity.observability.shipping import EXIT_WAIT_S
 from trinity.observability.spanbuilder import SpanBuilder
 from trinity.observability.spans import SpanRecord
@@ -105,31 +105,10 @@ def readable(records: list[SpanRecord], resource: Any, scope: Any) -> list[Any]:
     return made
 
 
-class _Repeats(logging.Filter):
-    """Lets a message through once a minute per logger and template, saying how many like it
-    were held back: the SDK logs each span it drops and each failed export."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.msg)
-        now = time.monotonic()
-        last, held = self._seen.get(key, (-60.0, 0))
-        if now - last < 60.0:
-            self._seen[key] = (last, held + 1)
-            return False
-        self._seen[key] = (now, 0)
-        if held:
-            record.msg = f"{record.msg} ({held} more like it in the last minute)"
-        return True
-
-
 def _logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("trinity span export: %(levelname)s %(message)s"))
-    handler.addFilter(_Repeats())
+    handler.addFilter(Repeats())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 

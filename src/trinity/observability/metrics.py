@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trinity.observability import Repeats
 from trinity.security.secrets import redact
 from trinity.tools.builtin import BUILTIN_SPECS
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from trinity.store import Store
 
 log = logging.getLogger("trinity.metrics")
+log.addFilter(Repeats())  # a bad file would be said at every scrape
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text format, as a scrape expects it."""
@@ -326,10 +328,6 @@ def exposition(registry: CollectorRegistry | None, store: Callable[[], Store] | 
     return generate_latest(combined)
 
 
-_UNREADABLE: dict[str, float] = {}
-"""Files found unreadable, and when that was last said."""
-
-
 class _ReadableFiles:
     """prometheus-client's multiprocess merge of the folder's files, without those it cannot
     read: a file a process left truncated (killed while it grew, a full disk) made every
@@ -351,10 +349,7 @@ class _ReadableFiles:
                 try:
                     self.merge([name], accumulate=True)
                 except Exception as exc:
-                    now = time.monotonic()
-                    if now - _UNREADABLE.get(name, -60.0) >= 60.0:
-                        _UNREADABLE[name] = now
-                        log.warning("metrics file %s cannot be read, left out: %s", name, exc)
+                    log.warning("metrics file %s cannot be read, left out: %s", name, exc)
                     continue
                 readable.append(name)
             return self.merge(readable, accumulate=True)

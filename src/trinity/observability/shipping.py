@@ -8,7 +8,8 @@ the child's standard input. Only that thread blocks on the pipe: a collector tha
 down or hung, or a child that is starved of CPU or stopped, fills the queue, not the run's time
 (measured: a collector taking 3 s a request made every step 12x slower while the pipe was
 written on the run's thread). Past :data:`QUEUED_MESSAGES` waiting, new batches are dropped and
-counted, as the SDK's own batch processor drops past its queue size. The periodic flush keeps
+counted (a warning at most once a minute), as the SDK's own batch processor drops past its
+queue size. The periodic flush keeps
 what reaches the child current: a process killed with ``kill -9`` loses at most the last
 second of its trace (the child ends the spans left open, as cut off).
 
@@ -30,7 +31,10 @@ import threading
 import time
 from typing import Any
 
+from trinity.observability import Repeats
+
 log = logging.getLogger("trinity.tracing")
+log.addFilter(Repeats())  # each dropped batch would say it again
 
 BATCH = 256
 """Messages marshalled into one frame (a run's end, and the periodic flush, ship fewer)."""
@@ -38,8 +42,6 @@ FLUSH_EVERY_S = 1.0
 """The longest a message waits in the run's process."""
 QUEUED_MESSAGES = 50_000
 """The most messages waiting for the child; batches past it are dropped (and counted)."""
-WARN_EVERY_S = 60.0
-"""The least time between two warnings about dropped messages."""
 EXIT_WAIT_S = 3.0
 """How long an exiting process waits for its exporting child; the child then lets go of the
 standard output and error it inherited (a ``trinity run ... | jq`` ends), and finishes alone."""
@@ -73,7 +75,6 @@ class Shipper:
         self._queued = 0
         self._ready = threading.Condition()
         self._broken = False
-        self._warned = -WARN_EVERY_S
         self.dropped = 0
         """Messages dropped: the queue was full, or the child had gone."""
         self._writer = threading.Thread(target=self._write, name="trinity-spans", daemon=True)
@@ -99,14 +100,12 @@ class Shipper:
                     self.dropped += len(batch)
                 elif batch and self._queued + len(batch) > QUEUED_MESSAGES:
                     self.dropped += len(batch)
-                    if time.monotonic() - self._warned >= WARN_EVERY_S:
-                        self._warned = time.monotonic()
-                        log.warning(
-                            "trace messages dropped: %d wait for the exporting process "
-                            "(a slow or unreachable collector?); %d dropped so far",
-                            self._queued,
-                            self.dropped,
-                        )
+                    log.warning(
+                        "trace messages dropped: %d wait for the exporting process "
+                        "(a slow or unreachable collector?); %d dropped so far",
+                        self._queued,
+                        self.dropped,
+                    )
                 elif batch:
                     self._frames.append((len(batch), frame))
                     self._queued += len(batch)

@@ -106,7 +106,13 @@ class SpanBuilder:
     # -- records ---------------------------------------------------------------------------------
 
     def _end(
-        self, spans: _RunSpans, span: _Open, parent_id: int, at: float, error: str | None = None
+        self,
+        spans: _RunSpans,
+        span: _Open,
+        parent_id: int,
+        at: float,
+        error: str | None = None,
+        remote: bool = False,
     ) -> None:
         end_ns = int(at * _NS)
         self.ship(
@@ -119,6 +125,7 @@ class SpanBuilder:
                 end_ns if end_ns > span.start_ns else span.start_ns,
                 span.attributes,
                 error,
+                remote,
             )
         )
 
@@ -265,18 +272,4 @@ class SpanBuilder:
         if stop_reason not in NOT_FAILED:
             spans.run.attributes["error.type"] = stop_reason or "cut_off"
             error = detail or stop_reason
-        end_ns = int(at * _NS)
-        run = spans.run
-        self.ship(
-            SpanRecord(
-                spans.trace_id,
-                run.span_id,
-                spans.parent_id,
-                run.name,
-                run.start_ns,
-                end_ns if end_ns > run.start_ns else run.start_ns,
-                run.attributes,
-                error,
-                spans.remote,
-            )
-        )
+        self._end(spans, spans.run, spans.parent_id, at, error, spans.remote)

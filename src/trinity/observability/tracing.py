@@ -149,25 +149,9 @@ class RunTracer:
         content = self.pending.pop(event.run_id, None)
         if content is not None:
             messages, completion = content
-            shown = redact(
-                json.dumps(
-                    [
-                        {"role": role, "parts": [{"type": "text", "content": text[:CONTENT_CHARS]}]}
-                        for role, text in messages
-                    ]
-                )
-            )
-            reply = redact(
-                json.dumps(
-                    [
-                        {
-                            "role": "assistant",
-                            "parts": [{"type": "text", "content": completion[:CONTENT_CHARS]}],
-                            "finish_reason": event.finish_reason,
-                        }
-                    ]
-                )
-            )
+            shown = redact(json.dumps([_chat_message(role, text) for role, text in messages]))
+            said = _chat_message("assistant", completion, finish_reason=event.finish_reason)
+            reply = redact(json.dumps([said]))
         self.ship(
             (
                 "llm",
@@ -228,6 +212,11 @@ class RunTracer:
         self.ship(("end", event.run_id, event.ts, event.stop_reason, detail))
         if self._flush is not None:
             self._flush()  # a run's trace leaves when the run ends
+
+
+def _chat_message(role: str, text: str, **more: Any) -> dict[str, Any]:
+    """A message as the GenAI conventions' ``gen_ai.*.messages`` JSON has it."""
+    return {"role": role, "parts": [{"type": "text", "content": text[:CONTENT_CHARS]}], **more}
 
 
 def _text(value: str) -> str:
